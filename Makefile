@@ -1,0 +1,34 @@
+# The README's two commands: `make demo` (the main job on the built-in lab) and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+RIGS ?= 6
+PROFILE ?= mixed
+PYTEST_ARGS ?=
+
+.PHONY: demo test lab-deps venv lint check lab-down
+
+lab-deps:
+	@scripts/host-deps.sh
+
+$(BIN)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+demo: lab-deps venv
+	$(BIN)/rigpivot lab up --rigs $(RIGS) --profile $(PROFILE)
+
+lint: venv
+	$(BIN)/ruff check toolkit tests
+	$(BIN)/ruff format --check toolkit tests
+	$(BIN)/mypy
+
+test: lab-deps venv lint
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lab-down: venv
+	$(BIN)/rigpivot lab down

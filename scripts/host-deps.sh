@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Install the Debian packages rigpivot and its lab need, only those missing.
+# podman+runc run the lab rigs (crun fails on hybrid cgroup hosts), debootstrap builds the
+# rig image without a registry, dpkg-dev indexes the farm mirror, gcc builds the simulated
+# NVML library, openssh-client is the controller's SSH.
+set -euo pipefail
+pkgs=(podman runc debootstrap uidmap openssh-client dpkg-dev gcc libc6-dev python3-venv make)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "installing: ${missing[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,1 @@
+"""The lab: a simulated mining rack reached over real SSH (podman rig containers)."""

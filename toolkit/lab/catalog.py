@@ -1,0 +1,264 @@
+"""The lab's hardware catalog: card models, rig profiles and rack mixes (profiles.yml).
+
+A rig profile expands into a `RigSpec`, the one document a lab rig is built from. It is
+written into the rig as /etc/lab/rig.json, where the GPU simulator, the mining simulator
+and the first-boot unit read it. It is the rig's *hardware* and its factory state, so
+nothing in rigpivot's product code may read it: the product learns about a rig only the
+way it would on a real farm, over SSH.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from toolkit.errors import BadInputError, describe_validation_error
+
+CATALOG_PATH = Path(__file__).with_name("profiles.yml")
+
+# The lab's stand-ins for farm services, reached from rigs by these names on the lab network.
+MIRROR_HOST = "mirror.lab"
+POOL_HOST = "pool.lab"
+MIRROR_PORT = 8080
+POOL_PORT = 4444
+
+# One miner per platform family, with the facts the simulator needs.
+MINERS: dict[str, dict[str, str | int]] = {
+    "t-rex": {"api_port": 4067, "algo": "etchash", "coin": "ETC"},
+    "teamredminer": {"api_port": 4028, "algo": "etchash", "coin": "ETC"},
+    "lolminer": {"api_port": 4069, "algo": "etchash", "coin": "ETC"},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PowerLimits(_Strict):
+    default: int
+    min: int
+    max: int
+
+
+class CardModel(_Strict):
+    vendor: Literal["nvidia", "amd"]
+    name: str
+    pci_id: str = Field(pattern=r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+    vram_mib: int = Field(gt=0)
+    compute_cap: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+    gfx: str | None = None
+    mem_bw_gbs: int = Field(gt=0)
+    pcie_max_gen: int = Field(ge=1, le=5)
+    pcie_max_width: int = Field(ge=1, le=16)
+    power: PowerLimits | None = None
+    vbios: str | None = None
+
+    @model_validator(mode="after")
+    def _nvidia_cards_have_nvidia_facts(self) -> CardModel:
+        if self.vendor == "nvidia" and (self.compute_cap is None or self.power is None):
+            raise ValueError("an NVIDIA card needs compute_cap and power")
+        return self
+
+
+class CardSlot(_Strict):
+    card: str
+    count: int = Field(ge=1, le=16)
+    link_gen: int = Field(ge=1, le=5)
+    link_width: int = Field(ge=1, le=16)
+
+
+class RigProfile(_Strict):
+    description: str
+    platform: Literal["hiveos", "linux"]
+    driver: str | None
+    miner: str
+    host_pcie_gen: int = Field(ge=1, le=5)
+    cards: list[CardSlot]
+
+
+class Catalog(_Strict):
+    cards: dict[str, CardModel]
+    rigs: dict[str, RigProfile]
+    racks: dict[str, list[str]]
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Catalog:
+        for name, rig in self.rigs.items():
+            if rig.miner not in MINERS:
+                raise ValueError(f"rig profile {name}: unknown miner {rig.miner!r}")
+            for slot in rig.cards:
+                if slot.card not in self.cards:
+                    raise ValueError(f"rig profile {name}: unknown card {slot.card!r}")
+        for name, members in self.racks.items():
+            for member in members:
+                if member not in self.rigs:
+                    raise ValueError(f"rack mix {name}: unknown rig profile {member!r}")
+        return self
+
+    def profile_names(self) -> list[str]:
+        return sorted(self.racks) + sorted(self.rigs)
+
+    def rack_profiles(self, profile: str, rigs: int) -> list[str]:
+        """The rig profile of each of `rigs` rigs for a rack mix or a single rig profile."""
+        if profile in self.racks:
+            mix = self.racks[profile]
+        elif profile in self.rigs:
+            mix = [profile]
+        else:
+            raise BadInputError(
+                f"unknown lab profile {profile!r}; choose one of: {', '.join(self.profile_names())}"
+            )
+        return [mix[i % len(mix)] for i in range(rigs)]
+
+
+def load_catalog(path: Path = CATALOG_PATH) -> Catalog:
+    try:
+        data = yaml.safe_load(path.read_text())
+        return Catalog.model_validate(data)
+    except (OSError, yaml.YAMLError) as e:
+        raise BadInputError(f"{path}: cannot read the lab catalog: {e}") from e
+    except ValidationError as e:
+        raise BadInputError(f"{path}: invalid lab catalog:\n{describe_validation_error(e)}") from e
+
+
+class GpuSpec(BaseModel):
+    """One card as installed in a rig: its model facts plus the slot it sits in."""
+
+    index: int
+    vendor: Literal["nvidia", "amd"]
+    model: str
+    name: str
+    pci_id: str
+    bus_id: str  # lspci form, e.g. "01:00.0"
+    uuid: str
+    serial: str
+    vram_mib: int
+    compute_cap: str | None
+    gfx: str | None
+    mem_bw_gbs: int
+    pcie_gen_max_gpu: int
+    pcie_gen_max_host: int
+    pcie_gen_current: int
+    pcie_width_max: int
+    pcie_width_current: int
+    power: PowerLimits | None
+    vbios: str | None
+
+
+class MinerSpec(BaseModel):
+    name: str
+    algo: str
+    coin: str
+    api_port: int
+    pool_url: str
+    wallet: str
+    worker: str
+    password: str = "x"
+
+
+class HiveSpec(BaseModel):
+    rig_id: int
+    rig_passwd: str
+    farm_hash: str
+    hive_host_url: str
+
+
+class RigSpec(BaseModel):
+    """Everything a lab rig is built from: written to /etc/lab/rig.json in the rig."""
+
+    name: str
+    rack: str
+    profile: str
+    platform: Literal["hiveos", "linux"]
+    driver: str | None
+    miner: MinerSpec
+    hive: HiveSpec | None
+    gpus: list[GpuSpec]
+    lab_minute_seconds: float = 5.0
+
+    @property
+    def nvidia_gpus(self) -> list[GpuSpec]:
+        return [g for g in self.gpus if g.vendor == "nvidia"]
+
+
+def _token(seed: str, n: int) -> str:
+    return hashlib.sha256(seed.encode()).hexdigest()[:n]
+
+
+def build_rig(
+    catalog: Catalog, name: str, rack: str, profile: str, lab_id: str, minute_seconds: float = 5.0
+) -> RigSpec:
+    """Expand one rig profile into a RigSpec. Identities are derived from the lab id and the
+    rig name, so a rig keeps its UUIDs, wallet and HiveOS identity across `lab up` runs of
+    the same lab, and two labs never share them."""
+    rp = catalog.rigs[profile]
+    seed = f"{lab_id}/{name}"
+    gpus: list[GpuSpec] = []
+    for slot in rp.cards:
+        card = catalog.cards[slot.card]
+        for _ in range(slot.count):
+            i = len(gpus)
+            gpus.append(
+                GpuSpec(
+                    index=i,
+                    vendor=card.vendor,
+                    model=slot.card,
+                    name=card.name,
+                    pci_id=card.pci_id,
+                    bus_id=f"{i + 1:02x}:00.0",
+                    uuid="GPU-" + str(uuid.uuid5(uuid.NAMESPACE_URL, f"{seed}/gpu{i}")),
+                    serial=str(int(_token(f"{seed}/sn{i}", 10), 16))[:13],
+                    vram_mib=card.vram_mib,
+                    compute_cap=card.compute_cap,
+                    gfx=card.gfx,
+                    mem_bw_gbs=card.mem_bw_gbs,
+                    pcie_gen_max_gpu=card.pcie_max_gen,
+                    pcie_gen_max_host=rp.host_pcie_gen,
+                    pcie_gen_current=min(slot.link_gen, card.pcie_max_gen, rp.host_pcie_gen),
+                    pcie_width_max=card.pcie_max_width,
+                    pcie_width_current=min(slot.link_width, card.pcie_max_width),
+                    power=card.power,
+                    vbios=card.vbios,
+                )
+            )
+    m = MINERS[rp.miner]
+    miner = MinerSpec(
+        name=rp.miner,
+        algo=str(m["algo"]),
+        coin=str(m["coin"]),
+        api_port=int(m["api_port"]),
+        pool_url=f"stratum+tcp://{POOL_HOST}:{POOL_PORT}",
+        wallet="0x" + _token(f"{seed}/wallet", 40),
+        worker=name,
+    )
+    hive = None
+    if rp.platform == "hiveos":
+        hive = HiveSpec(
+            rig_id=int(_token(f"{seed}/rigid", 6), 16) % 9_000_000 + 1_000_000,
+            rig_passwd=_token(f"{seed}/passwd", 16),
+            farm_hash=_token(f"{seed}/farm", 40),
+            hive_host_url=f"http://{MIRROR_HOST}:{MIRROR_PORT}/hive",
+        )
+    return RigSpec(
+        name=name,
+        rack=rack,
+        profile=profile,
+        platform=rp.platform,
+        driver=rp.driver,
+        miner=miner,
+        hive=hive,
+        gpus=gpus,
+        lab_minute_seconds=minute_seconds,
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover - a developer's look at one expanded rig
+    import sys
+
+    cat = load_catalog()
+    print(build_rig(cat, "rig01", "rack1", sys.argv[1], "dev").model_dump_json(indent=2))
