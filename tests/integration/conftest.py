@@ -61,8 +61,7 @@ class Rack:
 
     def wait_ready(self, rig: str, timeout: float = 120) -> None:
         wait_for(
-            lambda: self.ssh(rig, "systemctl is-system-running", check=False).strip()
-            == "running",
+            lambda: self.ssh(rig, "systemctl is-system-running", check=False).strip() == "running",
             timeout,
             f"{rig} to finish booting",
         )

@@ -89,8 +89,12 @@ def test_pynvml_on_the_rig_reports_the_profile(rack: Rack):
 def test_old_driver_cannot_report_compute_capability_through_nvidia_smi(rack: Rack):
     out = rack.ssh("rig02", "nvidia-smi --query-gpu=compute_cap --format=csv", check=False)
     assert 'Field "compute_cap" is not a valid field to query.' in out
-    assert rack.ssh("rig02", "nvidia-smi --query-gpu=driver_version --format=csv,noheader")\
-        .splitlines()[0] == "470.256.02"
+    assert (
+        rack.ssh(
+            "rig02", "nvidia-smi --query-gpu=driver_version --format=csv,noheader"
+        ).splitlines()[0]
+        == "470.256.02"
+    )
 
 
 def test_amd_cards_are_visible_only_through_lspci(rack: Rack):
@@ -158,4 +162,6 @@ def test_driver_package_from_the_farm_mirror_changes_driver_version(rack: Rack):
     rack.reboot(rig)
     version = rack.ssh(rig, "nvidia-smi --query-gpu=driver_version --format=csv,noheader")
     assert set(version.split()) == {"535.183.01"}
-    assert "nvidia-driver-535" in rack.ssh(rig, "dpkg-query -W -f='${Package}\\n' 'nvidia-driver-*'")
+    assert "nvidia-driver-535" in rack.ssh(
+        rig, "dpkg-query -W -f='${Package}\\n' 'nvidia-driver-*'"
+    )

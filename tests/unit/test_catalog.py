@@ -14,8 +14,14 @@ def catalog():
 
 
 def test_catalog_has_the_rigs_the_farm_runs(catalog):
-    for profile in ("hive-3060x6", "hive-p106x8", "linux-3090x2", "hive-cmp90hx4",
-                    "hive-rx580x6", "hive-mixed6"):
+    for profile in (
+        "hive-3060x6",
+        "hive-p106x8",
+        "linux-3090x2",
+        "hive-cmp90hx4",
+        "hive-rx580x6",
+        "hive-mixed6",
+    ):
         assert profile in catalog.rigs
 
 
@@ -26,7 +32,7 @@ def test_mixed_rack_cycles_through_every_rig_profile(catalog):
 
 
 def test_unknown_profile_names_the_choices(catalog):
-    with pytest.raises(BadInputError, match="unknown lab profile 'gold'.*mixed"):
+    with pytest.raises(BadInputError, match=r"unknown lab profile 'gold'.*mixed"):
         catalog.rack_profiles("gold", 2)
 
 
@@ -61,8 +67,12 @@ def test_amd_rig_has_no_nvidia_driver(catalog):
 
 def test_broken_catalog_is_reported_with_its_path(tmp_path: Path):
     bad = tmp_path / "profiles.yml"
-    bad.write_text("cards: {}\nrigs:\n  r: {description: x, platform: hiveos, driver: null,"
-                   " miner: t-rex, host_pcie_gen: 3, cards: [{card: nope, count: 1,"
-                   " link_gen: 1, link_width: 1}]}\nracks: {}\n")
-    with pytest.raises(BadInputError, match=f"(?s){bad}: invalid lab catalog:.*rig profile r: unknown card 'nope'"):
+    bad.write_text(
+        "cards: {}\nrigs:\n  r: {description: x, platform: hiveos, driver: null,"
+        " miner: t-rex, host_pcie_gen: 3, cards: [{card: nope, count: 1,"
+        " link_gen: 1, link_width: 1}]}\nracks: {}\n"
+    )
+    with pytest.raises(
+        BadInputError, match=f"(?s){bad}: invalid lab catalog:.*rig profile r: unknown card 'nope'"
+    ):
         load_catalog(bad)

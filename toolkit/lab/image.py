@@ -151,7 +151,9 @@ def ensure_rig_image() -> str:
         shutil.copytree(IMAGE_DIR, c, dirs_exist_ok=True, symlinks=True)
         shutil.copytree(debs, c / "debs", dirs_exist_ok=True)
         shutil.copy(_pynvml_source(), c / "pynvml.py")
-        podman("build", "--pull=never", "--build-arg", f"BASE={base}", "-t", tag, str(c), timeout=900)
+        podman(
+            "build", "--pull=never", "--build-arg", f"BASE={base}", "-t", tag, str(c), timeout=900
+        )
     _prune_old(RIG_REPO, keep=tag)
     return tag
 

@@ -32,7 +32,14 @@ from pydantic import BaseModel
 from toolkit.errors import BadInputError, LabError
 from toolkit.lab import image as lab_image
 from toolkit.lab import podman as pm
-from toolkit.lab.catalog import MIRROR_HOST, MIRROR_PORT, POOL_HOST, RigSpec, build_rig, load_catalog
+from toolkit.lab.catalog import (
+    MIRROR_HOST,
+    MIRROR_PORT,
+    POOL_HOST,
+    RigSpec,
+    build_rig,
+    load_catalog,
+)
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +135,7 @@ class Lab:
         self._state_file.write_text(state.model_dump_json(indent=2) + "\n")
 
     # -- up ----------------------------------------------------------------------------
-    def up(
-        self, rigs: int, profile: str, say: Callable[[str], None] = lambda _m: None
-    ) -> LabState:
+    def up(self, rigs: int, profile: str, say: Callable[[str], None] = lambda _m: None) -> LabState:
         if rigs < 1:
             raise BadInputError("--rigs must be at least 1")
         catalog = load_catalog()
@@ -145,9 +150,7 @@ class Lab:
 
         old = {r.name: r for r in state.rigs}
         specs = [
-            build_rig(
-                catalog, f"rig{i + 1:02d}", f"rack{i // self.rack_size + 1}", p, state.lab_id
-            )
+            build_rig(catalog, f"rig{i + 1:02d}", f"rack{i // self.rack_size + 1}", p, state.lab_id)
             for i, p in enumerate(profiles)
         ]
         say("farm services: mirror, pool, HiveOS dashboard")
@@ -192,7 +195,18 @@ class Lab:
         path = d / f"{rig}_ed25519"
         if not path.exists():
             subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{rig}", "-f", str(path)],
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-C",
+                    f"root@{rig}",
+                    "-f",
+                    str(path),
+                ],
                 check=True,
             )
         return path
@@ -331,7 +345,9 @@ class Lab:
                     ).stdout.decode()
                     return f"{rec.name}: boot degraded, failed units:\n{failed.strip()}"
                 time.sleep(0.5)
-            return f"{rec.name}: not ready after {READY_TIMEOUT:.0f} s (systemd: {last or 'booting'})"
+            return (
+                f"{rec.name}: not ready after {READY_TIMEOUT:.0f} s (systemd: {last or 'booting'})"
+            )
 
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             errors = [e for e in pool.map(ready, records) if e]
@@ -412,9 +428,7 @@ class Lab:
                     miner = f"hashing {float(khs) / 1000:.1f} MH/s"
                 else:
                     miner = "stopped" if active == "0" else "starting"
-            out.append(
-                RigStatus(r.name, r.rack, r.profile, r.port, st, booted, miner, reboots)
-            )
+            out.append(RigStatus(r.name, r.rack, r.profile, r.port, st, booted, miner, reboots))
         return out
 
 

@@ -1,0 +1,157 @@
+"""Fitness decisions from facts: which cards serve AI, with which engine and model, and why not."""
+
+from __future__ import annotations
+
+from toolkit.inventory import Host
+from toolkit.models import GpuFacts, HostFacts, RigFacts
+from toolkit.policy import Policy, judge_card, judge_rig
+
+NVIDIA = {
+    "rtx3060": ("NVIDIA GeForce RTX 3060", 12288, "8.6"),
+    "rtx3090": ("NVIDIA GeForce RTX 3090", 24576, "8.6"),
+    "p106": ("P106-100", 6144, "6.1"),
+    "cmp90hx": ("NVIDIA CMP 90HX", 10240, "8.6"),
+}
+
+
+def card(kind: str, i: int = 0, gen: int = 1, width: int = 1, **kw) -> GpuFacts:
+    if kind == "rx580":
+        return GpuFacts(
+            vendor="amd",
+            name="Ellesmere [Radeon RX 470/480/570/570X/580/580X/590]",
+            bus_id=f"0000:{i + 1:02x}:00.0",
+            pci_id="1002:67df",
+            source="lspci",
+        )
+    name, vram, cc = NVIDIA[kind]
+    fields = dict(
+        index=i,
+        vendor="nvidia",
+        name=name,
+        bus_id=f"0000:{i + 1:02x}:00.0",
+        vram_total_mib=vram,
+        compute_cap=cc,
+        pcie_gen_current=gen,
+        pcie_width_current=width,
+        source="nvml",
+    )
+    fields.update(kw)
+    return GpuFacts(**fields)
+
+
+def rig(*cards: GpuFacts, ram_mib: int = 16384, disk_mib: int = 200_000) -> RigFacts:
+    host = HostFacts(
+        hostname="r",
+        ram_mib=ram_mib,
+        model_path="/var/lib/rigpivot/models",
+        disk_free_mib=disk_mib,
+        cpu_model="Celeron 3865U",
+        cpu_cores=2,
+        os_id="ubuntu",
+        os_version="20.04",
+        os_pretty="HiveOS",
+        kernel="5.15",
+        secure_boot="bios",
+        python="3.8",
+    )
+    return RigFacts(
+        facts_version=1,
+        gpus=list(cards),
+        nvidia_driver="535.183.01",
+        cuda_driver="12.2",
+        gpu_source="nvml",
+        gpu_errors=[],
+        host=host,
+        platform="hiveos",
+        miners=[],
+        mining=True,
+        hive=None,
+    )
+
+
+P = Policy()
+
+
+def test_rtx3060_is_fit_for_vllm_with_a_14b_awq_model():
+    v = judge_card(card("rtx3060"), P)
+    assert v.fit and v.engines == ["vllm", "llama.cpp"]
+    assert (v.best.model, v.best.quant, v.best.engine) == ("qwen2.5-14b", "AWQ", "vllm")
+    assert v.best.need_mib <= v.best.usable_mib
+    assert v.best.max_context >= P.min_context
+
+
+def test_rtx3090_serves_a_32b_model():
+    v = judge_card(card("rtx3090", gen=3, width=8), P)
+    assert v.fit and v.best.model == "qwen2.5-32b"
+    assert not any("slow PCIe" in w for w in v.warnings)
+
+
+def test_pascal_p106_is_llamacpp_only():
+    v = judge_card(card("p106"), P)
+    assert v.engines == ["llama.cpp"]
+    assert v.fit and v.best.engine == "llama.cpp" and v.best.quant == "Q4_K_M"
+    assert any("llama.cpp only" in w for w in v.warnings)
+
+
+def test_p106_is_unfit_by_vram_when_policy_targets_bigger_models():
+    v = judge_card(card("p106"), Policy(target_models=["qwen2.5-14b"]))
+    assert not v.fit and v.reasons[0].startswith("too little VRAM: 6 GiB")
+
+
+def test_rx580_has_no_supported_stack():
+    v = judge_card(card("rx580"), P)
+    assert not v.fit and "no supported stack" in v.reasons[0] and "gfx803" in v.reasons[0]
+
+
+def test_cmp_is_fit_but_flagged_for_its_pcie_1_1_x4_link():
+    v = judge_card(card("cmp90hx", gen=1, width=4), P)
+    assert v.fit
+    assert any("CMP card: PCIe 1.1 x4" in w for w in v.warnings)
+    assert any("slow PCIe link Gen1 x4 (1000 MB/s)" in w for w in v.warnings)
+    assert v.link == "Gen1 x4"
+
+
+def test_x1_riser_warns_with_a_load_time_estimate():
+    v = judge_card(card("rtx3060", gen=1, width=1), P)
+    w = next(w for w in v.warnings if "slow PCIe link" in w)
+    assert "Gen1 x1 (250 MB/s)" in w and "model load ≈" in w and "never split" in w
+    assert v.best.load_seconds == round(v.best.weights_mib * 2**20 / 250e6, 1)
+
+
+def test_old_driver_without_compute_cap_falls_back_to_the_catalog():
+    v = judge_card(card("p106", compute_cap=None), P)
+    assert v.compute_cap == "6.1" and v.engines == ["llama.cpp"]
+
+
+def test_mixed_rig_serves_every_fit_card_with_llamacpp():
+    facts = rig(
+        card("rtx3060", 0),
+        card("rtx3060", 1),
+        card("p106", 2),
+        card("p106", 3),
+        card("rx580", 4),
+        card("rx580", 5),
+    )
+    v = judge_rig(Host("mixed"), facts, P)
+    assert v.verdict == "fit" and v.engine == "llama.cpp" and v.instances == 4
+    assert v.model.model == "llama-3.1-8b"  # sized for the smallest fit card (6 GiB)
+
+
+def test_rig_of_rx580s_is_unfit_with_the_reason():
+    v = judge_rig(Host("amd"), rig(*[card("rx580", i) for i in range(6)]), P)
+    assert v.verdict == "unfit" and "no supported stack" in v.reasons[0]
+
+
+def test_rig_with_too_little_disk_or_ram_is_unfit():
+    v = judge_rig(Host("r"), rig(card("rtx3060"), disk_mib=2000), P)
+    assert v.verdict == "unfit" and v.reasons[0].startswith("disk: 2000 MiB free")
+    v = judge_rig(Host("r"), rig(card("rtx3060"), ram_mib=4096), P)
+    assert v.verdict == "unfit" and v.reasons[0].startswith("RAM: 4096 MiB")
+
+
+def test_decode_speed_bound_is_bandwidth_over_bytes_per_token():
+    v = judge_card(card("rtx3090", gen=3, width=8), P)
+    per_token = (
+        v.best.weights_mib * 2**20
+    ) + v.best.kv_mib_per_1k_tokens / 1000 * 2**20 * P.min_context
+    assert abs(v.best.decode_tokens_s - 936e9 / per_token) < 0.5

@@ -1,0 +1,406 @@
+#!/usr/bin/python3
+# WANT_JSON
+"""rig_facts: what a rig is made of, read-only, in one file.
+
+The same file is an Ansible module (old-style WANT_JSON: stdlib only, no AnsibleModule, so
+that it also runs on rigs whose Python lacks Ansible's helpers) and the payload rigpivot's
+preflight pipes to `python3 -` over SSH. It changes nothing on the rig.
+
+GPUs come from NVML through pynvml when the rig has it, from `nvidia-smi --query-gpu` when
+it does not (or when NVML fails), and from lspci for every card the NVIDIA stack cannot see
+(AMD cards, NVIDIA cards without a working driver). Secrets in mining configs (wallets, rig
+passwords, farm hashes) are never read into the facts.
+
+Options (Ansible args, or `--key=value` on the command line):
+  gpu_source   auto | nvml | nvidia-smi   (default auto: NVML first)
+  model_path   where models will live; free disk is measured there (default /var/lib/rigpivot)
+"""
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+
+FACTS_VERSION = 1
+SMI_FIELDS = [
+    "index",
+    "name",
+    "uuid",
+    "pci.bus_id",
+    "pci.device_id",
+    "memory.total",
+    "memory.free",
+    "compute_cap",
+    "pcie.link.gen.gpucurrent",
+    "pcie.link.gen.max",
+    "pcie.link.width.current",
+    "pcie.link.width.max",
+    "power.limit",
+    "power.min_limit",
+    "power.max_limit",
+    "power.default_limit",
+    "vbios_version",
+    "temperature.gpu",
+    "driver_version",
+]
+# Miner executables as farms run them; matched against the process's program name.
+MINER_NAMES = (
+    "t-rex", "lolminer", "teamredminer", "nbminer", "gminer", "miner", "phoenixminer",
+    "ethminer", "xmrig", "bzminer", "rigel", "srbminer-multi", "trm", "onezerominer",
+)  # fmt: skip
+GPU_CLASSES = ("0300", "0302", "0380")  # VGA, 3D controller (headless mining SKUs), display
+
+
+def _run(cmd, timeout=20):
+    try:
+        # stdout=PIPE rather than capture_output: rigs on old HiveOS images run Python 3.6.
+        p = subprocess.run(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 127, "", str(e)
+    return p.returncode, p.stdout, p.stderr
+
+
+def norm_bus_id(bus_id):
+    """'00000000:01:00.0' (NVML), '0000:01:00.0' and '01:00.0' (lspci) -> '0000:01:00.0'."""
+    parts = bus_id.strip().lower().split(":")
+    domain = int(parts[0], 16) if len(parts) == 3 else 0
+    return "%04x:%s:%s" % (domain, parts[-2][-2:], parts[-1])
+
+
+def _num(value):
+    """nvidia-smi's '[N/A]', '[Not Supported]' and '' are unknowns; numbers become numbers."""
+    value = value.strip()
+    if not value or value.startswith("["):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def gpus_from_nvml():
+    import pynvml as n  # raises ImportError where the rig has no pynvml
+
+    def opt(fn, *args):
+        # Older drivers lack some calls (NVMLError_FunctionNotFound) and GeForce cards refuse
+        # others (NotSupported): such a fact is unknown, not fatal.
+        try:
+            return fn(*args)
+        except n.NVMLError:
+            return None
+
+    def text(v):
+        return v.decode() if isinstance(v, bytes) else v
+
+    n.nvmlInit()
+    try:
+        driver = text(n.nvmlSystemGetDriverVersion())
+        cuda = opt(n.nvmlSystemGetCudaDriverVersion)
+        gpus = []
+        for i in range(n.nvmlDeviceGetCount()):
+            h = n.nvmlDeviceGetHandleByIndex(i)
+            mem = n.nvmlDeviceGetMemoryInfo(h)
+            cc = opt(n.nvmlDeviceGetCudaComputeCapability, h)
+            pci = n.nvmlDeviceGetPciInfo(h)
+            limits = opt(n.nvmlDeviceGetPowerManagementLimitConstraints, h)
+            mw = [
+                opt(n.nvmlDeviceGetPowerManagementLimit, h),
+                limits[0] if limits else None,
+                limits[1] if limits else None,
+                opt(n.nvmlDeviceGetPowerManagementDefaultLimit, h),
+            ]
+            dev_id = pci.pciDeviceId
+            gpus.append(
+                {
+                    "index": i,
+                    "vendor": "nvidia",
+                    "name": text(n.nvmlDeviceGetName(h)),
+                    "uuid": text(n.nvmlDeviceGetUUID(h)),
+                    "bus_id": norm_bus_id(text(pci.busId)),
+                    "pci_id": "%04x:%04x" % (dev_id & 0xFFFF, dev_id >> 16),
+                    "vram_total_mib": mem.total // 2**20,
+                    "vram_free_mib": mem.free // 2**20,
+                    "compute_cap": "%d.%d" % cc if cc else None,
+                    "pcie_gen_current": opt(n.nvmlDeviceGetCurrPcieLinkGeneration, h),
+                    "pcie_gen_max": opt(n.nvmlDeviceGetMaxPcieLinkGeneration, h),
+                    "pcie_width_current": opt(n.nvmlDeviceGetCurrPcieLinkWidth, h),
+                    "pcie_width_max": opt(n.nvmlDeviceGetMaxPcieLinkWidth, h),
+                    "power_limit_w": _watts(mw[0]),
+                    "power_min_w": _watts(mw[1]),
+                    "power_max_w": _watts(mw[2]),
+                    "power_default_w": _watts(mw[3]),
+                    "vbios": text(opt(n.nvmlDeviceGetVbiosVersion, h)),
+                    "temperature_c": opt(n.nvmlDeviceGetTemperature, h, 0),
+                    "source": "nvml",
+                }
+            )
+        return gpus, driver, "%d.%d" % (cuda // 1000, cuda % 1000 // 10) if cuda else None
+    finally:
+        n.nvmlShutdown()
+
+
+def _watts(mw):
+    return round(mw / 1000.0, 2) if mw is not None else None
+
+
+def gpus_from_nvidia_smi():
+    if shutil.which("nvidia-smi") is None:
+        raise RuntimeError("nvidia-smi not found")
+    fields = list(SMI_FIELDS)
+    rc, out, err = _run(
+        ["nvidia-smi", "--query-gpu=" + ",".join(fields), "--format=csv,noheader,nounits"]
+    )
+    if rc != 0 and 'Field "compute_cap"' in out + err:
+        # Drivers before the 510 branch cannot report compute capability here.
+        fields.remove("compute_cap")
+        rc, out, err = _run(
+            ["nvidia-smi", "--query-gpu=" + ",".join(fields), "--format=csv,noheader,nounits"]
+        )
+    if rc != 0:
+        raise RuntimeError(
+            (out + err).strip().splitlines()[0]
+            if (out + err).strip()
+            else "nvidia-smi exit %d" % rc
+        )
+    gpus, driver = [], None
+    for line in out.strip().splitlines():
+        row = dict(zip(fields, [c.strip() for c in line.split(",")]))  # noqa: B905 (3.6)
+        driver = row["driver_version"]
+        dev_id = int(row["pci.device_id"], 16)
+        gpus.append(
+            {
+                "index": int(row["index"]),
+                "vendor": "nvidia",
+                "name": row["name"],
+                "uuid": row["uuid"],
+                "bus_id": norm_bus_id(row["pci.bus_id"]),
+                "pci_id": "%04x:%04x" % (dev_id & 0xFFFF, dev_id >> 16),
+                "vram_total_mib": _num(row["memory.total"]),
+                "vram_free_mib": _num(row["memory.free"]),
+                "compute_cap": row.get("compute_cap") or None,
+                "pcie_gen_current": _num(row["pcie.link.gen.gpucurrent"]),
+                "pcie_gen_max": _num(row["pcie.link.gen.max"]),
+                "pcie_width_current": _num(row["pcie.link.width.current"]),
+                "pcie_width_max": _num(row["pcie.link.width.max"]),
+                "power_limit_w": _num(row["power.limit"]),
+                "power_min_w": _num(row["power.min_limit"]),
+                "power_max_w": _num(row["power.max_limit"]),
+                "power_default_w": _num(row["power.default_limit"]),
+                "vbios": row["vbios_version"] if not row["vbios_version"].startswith("[") else None,
+                "temperature_c": _num(row["temperature.gpu"]),
+                "source": "nvidia-smi",
+            }
+        )
+    cuda = None
+    rc, out, _ = _run(["nvidia-smi"])
+    m = re.search(r"CUDA Version:\s*([\d.]+)", out)
+    if m:
+        cuda = m.group(1)
+    return gpus, driver, cuda
+
+
+def gpus_from_lspci():
+    """Every display-class PCI device, as lspci names it."""
+    rc, out, _ = _run(["lspci", "-vmm", "-nn", "-D"])
+    if rc != 0:
+        return []
+    cards = []
+    for block in out.strip().split("\n\n"):
+        rec = dict(line.split(":\t", 1) for line in block.splitlines() if ":\t" in line)
+        cls = re.search(r"\[([0-9a-f]{4})\]$", rec.get("Class", ""))
+        ven = re.search(r"\[([0-9a-f]{4})\]$", rec.get("Vendor", ""))
+        dev = re.search(r"^(.*?)\s*\[([0-9a-f]{4})\]$", rec.get("Device", ""))
+        if not (cls and ven and dev) or cls.group(1) not in GPU_CLASSES:
+            continue
+        vendor = {"10de": "nvidia", "1002": "amd", "8086": "intel"}.get(ven.group(1), ven.group(1))
+        bus = norm_bus_id(rec["Slot"])
+        vram = None
+        try:  # amdgpu publishes VRAM in sysfs on real rigs
+            with open("/sys/bus/pci/devices/%s/mem_info_vram_total" % bus) as f:
+                vram = int(f.read()) // 2**20
+        except (OSError, ValueError):
+            pass
+        cards.append(
+            {
+                "vendor": vendor,
+                "name": dev.group(1),
+                "bus_id": bus,
+                "pci_id": "%s:%s" % (ven.group(1), dev.group(2)),
+                "vram_total_mib": vram,
+                "source": "lspci",
+            }
+        )
+    return cards
+
+
+def gather_gpus(source="auto"):
+    errors, nvidia, driver, cuda, used = [], [], None, None, None
+    tries = {"auto": ("nvml", "nvidia-smi"), "nvml": ("nvml",), "nvidia-smi": ("nvidia-smi",)}[
+        source
+    ]
+    for name in tries:
+        try:
+            fn = gpus_from_nvml if name == "nvml" else gpus_from_nvidia_smi
+            nvidia, driver, cuda = fn()
+            used = name
+            break
+        except ImportError:
+            errors.append("nvml: pynvml is not installed")
+        except Exception as e:  # NVMLError, RuntimeError: report and fall back
+            errors.append("%s: %s" % (name, str(e) or type(e).__name__))
+    seen = {g["bus_id"] for g in nvidia}
+    others = [g for g in gpus_from_lspci() if g["bus_id"] not in seen]
+    for g in others:
+        g["index"] = None
+    return {
+        "gpus": nvidia + others,
+        "nvidia_driver": driver,
+        "cuda_driver": cuda,
+        "gpu_source": used,
+        "gpu_errors": errors,
+    }
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _kv(text):
+    out = {}
+    for line in (text or "").splitlines():
+        m = re.match(r"^\s*([A-Za-z_][A-Za-z0-9_]*)=(.*)$", line)
+        if m:
+            out[m.group(1)] = m.group(2).strip().strip('"').strip("'")
+    return out
+
+
+def gather_host(model_path):
+    mem = _kv(re.sub(r":\s+", "=", _read("/proc/meminfo") or ""))
+    ram_kib = int(mem.get("MemTotal", "0 kB").split()[0])
+    probe = model_path
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    disk = shutil.disk_usage(probe or "/")
+    cpuinfo = _read("/proc/cpuinfo") or ""
+    m = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
+    osr = _kv(_read("/etc/os-release"))
+    return {
+        "hostname": platform.node(),
+        "ram_mib": ram_kib // 1024,
+        "model_path": model_path,
+        "disk_free_mib": disk.free // 2**20,
+        "cpu_model": m.group(1).strip() if m else platform.processor(),
+        "cpu_cores": os.cpu_count(),
+        "os_id": osr.get("ID"),
+        "os_version": osr.get("VERSION_ID"),
+        "os_pretty": osr.get("PRETTY_NAME"),
+        "kernel": platform.release(),
+        "secure_boot": _secure_boot(),
+        "python": platform.python_version(),
+    }
+
+
+def _secure_boot():
+    if not os.path.isdir("/sys/firmware/efi"):
+        return "bios"
+    vars_dir = "/sys/firmware/efi/efivars"
+    try:
+        for name in os.listdir(vars_dir):
+            if name.startswith("SecureBoot-"):
+                with open(os.path.join(vars_dir, name), "rb") as f:
+                    return "enabled" if f.read()[-1:] == b"\x01" else "disabled"
+    except OSError:
+        pass
+    return "unknown"
+
+
+def _unit_of(pid):
+    for line in (_read("/proc/%s/cgroup" % pid) or "").splitlines():
+        m = re.search(r"/([^/]+\.service)", line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def gather_mining():
+    miners = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        raw = _read("/proc/%s/cmdline" % pid)
+        if not raw:
+            continue
+        argv = raw.split("\0")
+        # Interpreted miners (and wrappers) show the script as argv[1].
+        names = [os.path.basename(a).lower() for a in argv[:2] if a]
+        hit = next((nm for nm in names if nm in MINER_NAMES), None)
+        if hit:
+            miners.append(
+                {
+                    "name": hit,
+                    "pid": int(pid),
+                    "exe": argv[0] if names[0] == hit else argv[1],
+                    "unit": _unit_of(pid),
+                }
+            )
+    hive = None
+    if os.path.exists("/hive-config/rig.conf"):
+        conf = _kv(_read("/hive-config/rig.conf"))
+        # rig.conf also holds RIG_PASSWD and FARM_HASH: only harmless keys are copied out.
+        hive = {
+            k.lower(): conf.get(k) for k in ("WORKER_NAME", "MINER", "MAINTENANCE", "WD_ENABLED")
+        }
+    platform_name = (
+        "hiveos"
+        if hive is not None or os.path.isdir("/hive/bin")
+        else ("linux" if miners else "none")
+    )
+    return {"platform": platform_name, "miners": miners, "mining": bool(miners), "hive": hive}
+
+
+def gather(gpu_source="auto", model_path="/var/lib/rigpivot"):
+    facts = {"facts_version": FACTS_VERSION}
+    facts.update(gather_gpus(gpu_source))
+    facts["host"] = gather_host(model_path)
+    facts.update(gather_mining())
+    return facts
+
+
+def main():
+    args = {}
+    ansible = len(sys.argv) == 2 and os.path.isfile(sys.argv[1])
+    if ansible:
+        with open(sys.argv[1]) as f:
+            args = json.load(f)
+    else:
+        for a in sys.argv[1:]:
+            if a.startswith("--") and "=" in a:
+                k, v = a[2:].split("=", 1)
+                args[k.replace("-", "_")] = v
+    source = args.get("gpu_source", "auto")
+    if source not in ("auto", "nvml", "nvidia-smi"):
+        print(json.dumps({"failed": True, "msg": "gpu_source must be auto, nvml or nvidia-smi"}))
+        sys.exit(1)
+    facts = gather(source, args.get("model_path") or "/var/lib/rigpivot")
+    if ansible:
+        print(json.dumps({"changed": False, "ansible_facts": {"rig_facts": facts}}))
+    else:
+        print(json.dumps(facts))
+
+
+if __name__ == "__main__":
+    main()

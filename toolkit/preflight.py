@@ -1,0 +1,41 @@
+"""preflight: read the farm file, check every rig's policy, probe, and judge. Nothing is changed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from toolkit.inventory import load_inventory
+from toolkit.models import FleetReport, RigVerdict
+from toolkit.policy import judge_rig, policy_for
+from toolkit.probe import ProbeOptions, ProbeResult, probe_fleet
+
+
+def run_preflight(
+    inventory: Path,
+    limit: str | None = None,
+    opts: ProbeOptions | None = None,
+    on_result: Callable[[ProbeResult], None] = lambda _r: None,
+) -> FleetReport:
+    inv = load_inventory(inventory)
+    hosts = inv.select(limit)
+    # Every host's policy is checked before the first SSH connection: bad input touches nothing.
+    policies = {h.name: policy_for(h) for h in hosts}
+    base = opts or ProbeOptions()
+    results = probe_fleet(hosts, base, on_result)
+    rigs: list[RigVerdict] = []
+    for host, res in zip(hosts, results, strict=True):
+        if res.facts is None:
+            rigs.append(
+                RigVerdict(
+                    host=host.name,
+                    address=f"{host.address}:{host.port}",
+                    status="unreachable",
+                    error=res.error,
+                    verdict="unknown",
+                    reasons=[res.error or "unreachable"],
+                )
+            )
+        else:
+            rigs.append(judge_rig(host, res.facts, policies[host.name]))
+    return FleetReport(inventory=str(inventory), rigs=rigs)
