@@ -12,6 +12,7 @@ lab-deps:
 	@scripts/host-deps.sh
 
 $(BIN)/.installed: pyproject.toml
+	@mkdir -p reports
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -21,6 +22,8 @@ venv: $(BIN)/.installed
 
 demo: lab-deps venv
 	$(BIN)/rigpivot lab up --rigs $(RIGS) --profile $(PROFILE)
+	$(BIN)/rigpivot preflight --inventory inventories/lab/farm.ini \
+		--json reports/preflight.json --html reports/preflight.html
 
 lint: venv
 	$(BIN)/ruff check toolkit tests

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.table import Table
 
 from toolkit.errors import BadInputError, RigpivotError, UnreachableError
@@ -183,7 +184,9 @@ def _print_preflight(report: FleetReport) -> None:
             if r.model
             else "-"
         )
-        why = "\n".join(r.reasons + [f"[yellow]{w}[/]" for w in r.warnings])
+        why = "\n".join(
+            [escape(x) for x in r.reasons] + [f"[yellow]{escape(w)}[/]" for w in r.warnings]
+        )
         table.add_row(
             r.host,
             "\n".join(f"{n}× {k}" for k, n in cards.items()) or "-",
@@ -209,7 +212,7 @@ def main() -> None:
     try:
         app()
     except RigpivotError as e:
-        err_console.print(f"[red]error:[/] {e}")
+        err_console.print(f"[red]error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(e.exit_code)
 
 

@@ -178,7 +178,7 @@ class Lab:
         self._save(state)
         say(f"rigs: {len(records)} ({len(created)} new), waiting for them to boot")
         self._wait_ready(records)
-        self._write_controller_files(state)
+        self.write_controller_files()
         return state
 
     def _ensure_key(self) -> None:
@@ -354,7 +354,9 @@ class Lab:
         if errors:
             raise LabError("lab rigs did not come up:\n" + "\n".join(errors))
 
-    def _write_controller_files(self, state: LabState) -> None:
+    def write_controller_files(self) -> None:
+        """Inventory, known_hosts (the rigs' current host keys) and ssh_config."""
+        state = self.state()
         key, kh = self.key.resolve(), self.known_hosts.resolve()
         racks: dict[str, list[RigRecord]] = {}
         for r in state.rigs:

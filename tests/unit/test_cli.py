@@ -1,0 +1,73 @@
+"""The CLI's promises about exit codes: bad input is refused before any rig is contacted."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import threading
+from pathlib import Path
+
+
+def rigpivot(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["rigpivot", *args], capture_output=True, text=True, timeout=120)
+
+
+class Listener:
+    """A TCP port that records whether anyone connected (a rig's sshd would be there)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop:
+            try:
+                conn, _ = self.sock.accept()
+                self.connections += 1
+                conn.close()
+            except TimeoutError:
+                continue
+
+    def close(self) -> None:
+        self.stop = True
+        self.thread.join()
+        self.sock.close()
+
+
+def test_bad_policy_variable_exits_2_and_contacts_no_rig(tmp_path: Path):
+    rig = Listener()
+    inv = tmp_path / "farm.ini"
+    inv.write_text(f"[rack1]\nrig01 ansible_host=127.0.0.1 ansible_port={rig.port}\n"
+                   "rig02 ansible_host=127.0.0.1 ansible_port=1 rigpivot_engin=vllm\n")  # fmt: skip
+    proc = rigpivot("preflight", "--inventory", str(inv))
+    rig.close()
+    assert proc.returncode == 2
+    assert f"{inv}:3: unknown variable rigpivot_engin for host rig02" in proc.stderr
+    assert rig.connections == 0
+
+
+def test_missing_inventory_exits_2_with_its_path(tmp_path: Path):
+    proc = rigpivot("preflight", "--inventory", str(tmp_path / "farm.ini"))
+    assert proc.returncode == 2 and "farm.ini does not exist" in proc.stderr
+
+
+def test_limit_matching_nothing_exits_2(tmp_path: Path):
+    inv = tmp_path / "farm.ini"
+    inv.write_text("[rack1]\nrig01 ansible_host=127.0.0.1 ansible_port=1\n")
+    proc = rigpivot("preflight", "--inventory", str(inv), "--limit", "rig7")
+    assert proc.returncode == 2 and "--limit 'rig7' matches no host" in proc.stderr
+
+
+def test_unreachable_rig_exits_3_and_is_named(tmp_path: Path):
+    inv = tmp_path / "farm.ini"
+    inv.write_text("[rack1]\nrig01 ansible_host=127.0.0.1 ansible_port=1\n")
+    proc = rigpivot("preflight", "--inventory", str(inv), "--timeout", "3")
+    assert proc.returncode == 3
+    assert "1 rig(s) unreachable: rig01" in proc.stderr
