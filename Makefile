@@ -12,7 +12,6 @@ lab-deps:
 	@scripts/host-deps.sh
 
 $(BIN)/.installed: pyproject.toml
-	@mkdir -p reports
 	python3 -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -21,6 +20,7 @@ $(BIN)/.installed: pyproject.toml
 venv: $(BIN)/.installed
 
 demo: lab-deps venv
+	@mkdir -p reports
 	$(BIN)/rigpivot lab up --rigs $(RIGS) --profile $(PROFILE)
 	$(BIN)/rigpivot preflight --inventory inventories/lab/farm.ini \
 		--json reports/preflight.json --html reports/preflight.html

@@ -209,6 +209,7 @@ def main() -> None:
         format="%(message)s",
         handlers=[RichHandler(console=err_console, show_path=False, show_time=False)],
     )
+    logging.getLogger("paramiko").setLevel(logging.WARNING)
     try:
         app()
     except RigpivotError as e:

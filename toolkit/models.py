@@ -100,6 +100,7 @@ class CardVerdict(BaseModel):
     vram_mib: int | None
     compute_cap: str | None
     link: str  # "Gen1 x1"
+    link_mbps: float | None
     fit: bool
     engines: list[Engine]
     reasons: list[str]  # why not fit

@@ -23,6 +23,7 @@ from toolkit.inventory import Host
 from toolkit.models import CardVerdict, Engine, GpuFacts, ModelFit, RigFacts, RigVerdict
 
 MIB = 2**20
+_SLOW = "slow PCIe link"
 VAR_PREFIX = "rigpivot_"
 
 
@@ -202,10 +203,10 @@ def judge_card(g: GpuFacts, p: Policy) -> CardVerdict:
         )
     if link is not None and link < p.slow_link_mbps:
         eta = f", model load ≈ {best.load_seconds:.0f} s" if best and best.load_seconds else ""
-        warnings.append(f"slow PCIe link {link_s} ({link:.0f} MB/s){eta}; never split a model")
+        warnings.append(f"{_SLOW} {link_s} ({link:.0f} MB/s){eta}; never split a model")
     return CardVerdict(
         index=g.index, bus_id=g.bus_id, name=g.name, vendor=g.vendor, vram_mib=vram,
-        compute_cap=cc, link=link_s, fit=not reasons and best is not None,
+        compute_cap=cc, link=link_s, link_mbps=link, fit=not reasons and best is not None,
         engines=engines, reasons=reasons, warnings=warnings, best=best,
     )  # fmt: skip
 
@@ -214,7 +215,8 @@ def judge_rig(host: Host, facts: RigFacts, p: Policy) -> RigVerdict:
     cards = [judge_card(g, p) for g in facts.gpus]
     fit = [c for c in cards if c.fit]
     reasons: list[str] = []
-    warnings = sorted({w for c in cards for w in c.warnings})
+    # Link warnings are restated once for the rig, with the rig's model.
+    warnings = sorted({w for c in cards for w in c.warnings if not w.startswith(_SLOW)})
     engine: Engine | None = None
     model: ModelFit | None = None
     if not cards:
@@ -228,15 +230,16 @@ def judge_rig(host: Host, facts: RigFacts, p: Policy) -> RigVerdict:
         engine = "vllm" if all("vllm" in c.engines for c in fit) else "llama.cpp"
         smallest = min(fit, key=lambda c: c.vram_mib or 0)
         bw_known = identify(smallest.name, smallest.vram_mib)
-        slowest = min(
-            (link_mbps(g.pcie_gen_current, g.pcie_width_current) or 0.0 for g in facts.gpus
-             if any(c.bus_id == g.bus_id for c in fit)),
-            default=None,
-        )  # fmt: skip
+        slowest = min(fit, key=lambda c: c.link_mbps or float("inf"))
         model = best_fit(
             engine, smallest.vram_mib or 0, bw_known.mem_bw_gbs if bw_known else None,
-            slowest or None, p,
+            slowest.link_mbps, p,
         )  # fmt: skip
+        if model and slowest.link_mbps and slowest.link_mbps < p.slow_link_mbps:
+            warnings.append(
+                f"{_SLOW} {slowest.link} ({slowest.link_mbps:.0f} MB/s), model load ≈ "
+                f"{model.load_seconds:.0f} s per card; never split a model"
+            )
         if model is None:
             reasons.append(f"no target model fits every fit card with {engine}")
         else:

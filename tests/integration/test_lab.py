@@ -155,7 +155,7 @@ def test_driver_package_from_the_farm_mirror_changes_driver_version(rack: Rack):
     rig = "rig02"  # P106 rig on the 470 branch
     rack.ssh(rig, "echo 'deb [trusted=yes] http://mirror.lab:8080/apt ./' "
                   "> /etc/apt/sources.list.d/farm.list && apt-get update -qq")  # fmt: skip
-    rack.ssh(rig, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nvidia-driver-535")
+    rack.ssh(rig, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nvidia-driver-550")
     # The new library talks to the old kernel module until the rig reboots, as on real rigs.
     out = rack.ssh(rig, "nvidia-smi", check=False)
     assert "Driver/library version mismatch" in out

@@ -417,7 +417,10 @@ class Lab:
                 probe = pm.exec_in(
                     r.container, "sh", "-c",
                     "test -e /var/lib/lab/firstboot.done && echo booted; "
-                    "cat /run/hive/khs 2>/dev/null || echo -; "
+                    # HiveOS publishes kH/s in /run/hive/khs; a plain rig's lolMiner only
+                    # answers on its API (H/s).
+                    "cat /run/hive/khs 2>/dev/null || curl -sf --max-time 2 localhost:4069/ "
+                    "| jq -r '.hashrate / 1000' 2>/dev/null || echo -; "
                     "systemctl is-active hive-miner lolminer 2>/dev/null | grep -c '^active'; "
                     "wc -l < /var/log/lab/reboots.log 2>/dev/null || echo 0",
                     timeout=20,

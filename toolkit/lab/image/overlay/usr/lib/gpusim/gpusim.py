@@ -6,7 +6,8 @@ What lives where, as on a real rig:
 - /usr/lib/gpusim/driver-version, cuda-version: shipped by the installed driver package;
 - /run/gpusim/module-version: the "loaded kernel module" (tmpfs: gone at every reboot);
 - /run/gpusim/nvml.state: what the kernel driver knows about the cards, as flat key=value
-  lines read by libnvidia-ml.so.1 (C) and nvidia-smi, rewritten atomically;
+  lines (`count=N`, then `<nvidia index>.<field>=...`, see render_state) read by
+  libnvidia-ml.so.1 (C) and nvidia-smi, rewritten atomically;
 - /run/gpusim/apps/<pid>: a process using GPUs, one `<nvidia index> <MiB> <name>` line per GPU;
 - /run/gpusim/pci.dump: the rig's PCI config space, for the real lspci (`lspci -F`).
 
@@ -319,7 +320,9 @@ def modprobe() -> None:
     version = driver_version()
     if version is None:
         uname = os.uname().release
-        raise GpusimError(f"modprobe: FATAL: Module nvidia not found in directory /lib/modules/{uname}")
+        raise GpusimError(
+            f"modprobe: FATAL: Module nvidia not found in directory /lib/modules/{uname}"
+        )
     if int(load_state().get("count", "0")) == 0:
         # nvidia.ko refuses to load without a supported GPU (an AMD-only rig).
         raise GpusimError("modprobe: ERROR: could not insert 'nvidia': No such device")
@@ -352,15 +355,21 @@ def boot() -> None:
 
 # ---------------------------------------------------------------- the PCI bus, for lspci
 
-# Board partners' subsystem ids where pci.ids names the board; else the reference design's.
+# Subsystem ids of boards common on rigs (RTX 3090 Founders Edition, Sapphire Nitro+ RX 580);
+# other cards report the reference design's (the chip's own ids).
 SUBSYSTEMS = {"10de:2204": "10de:147d", "1002:67df": "1da2:e366"}
 # The HDMI audio function a display-capable card exposes at function 1.
 AUDIO_FUNCTIONS = {"10de:2504": "10de:228e", "10de:2204": "10de:1aef", "1002:67df": "1002:aaf0"}
 HOST_BRIDGE = "8086:591f"  # Kaby Lake host bridge, as on B250 mining boards
 ROOT_PORT_FIRST = 0xA290  # 200 Series PCH PCI Express Root Port #1
 PCIE_CAP = 0x60
-CLASS_NAMES = {0x0600: "Host bridge", 0x0604: "PCI bridge", 0x0300: "VGA compatible controller",
-               0x0302: "3D controller", 0x0403: "Audio device"}
+CLASS_NAMES = {
+    0x0600: "Host bridge",
+    0x0604: "PCI bridge",
+    0x0300: "VGA compatible controller",
+    0x0302: "3D controller",
+    0x0403: "Audio device",
+}
 
 
 def subsystem_id(pci_id: str) -> str:
@@ -397,7 +406,10 @@ class ConfigSpace:
     def dump(self, address: str) -> str:
         # lspci -F wants "bb:dd.f " then anything (lspci -x puts the class and name there).
         kind = CLASS_NAMES[int.from_bytes(self.b[0x0A:0x0C], "little")]
-        rows = [f"{o:02x}: " + " ".join(f"{x:02x}" for x in self.b[o : o + 16]) for o in range(0, 256, 16)]
+        rows = [
+            f"{o:02x}: " + " ".join(f"{x:02x}" for x in self.b[o : o + 16])
+            for o in range(0, 256, 16)
+        ]
         return f"{address} {kind}\n" + "\n".join(rows) + "\n\n"
 
 
@@ -409,11 +421,16 @@ def pci_dump(rig: dict[str, Any]) -> str:
         bus = _bus_number(g["bus_id"])
         port = ConfigSpace(f"8086:{ROOT_PORT_FIRST + n:04x}", 0x060400, header_type=0x01)
         port.put(0x18, bus << 8 | bus << 16, 3)  # primary 0, secondary and subordinate: the card
-        port.pcie(4, g["pcie_gen_max_host"], g["pcie_width_current"], g["pcie_gen_current"], g["pcie_width_current"])
+        # The slot's lanes are the riser's: an x1 riser in an x16 slot trains at x1.
+        gen, width = g["pcie_gen_current"], g["pcie_width_current"]
+        port.pcie(4, g["pcie_gen_max_host"], width, gen, width)
         out.append(port.dump(f"00:{0x1C + n // 8:02x}.{n % 8}"))
         audio = AUDIO_FUNCTIONS.get(g["pci_id"]) if not is_headless(g["name"]) else None
-        card = ConfigSpace(g["pci_id"], 0x030200 if is_headless(g["name"]) else 0x030000,
-                           header_type=0x80 if audio else 0x00)
+        card = ConfigSpace(
+            g["pci_id"],
+            0x030200 if is_headless(g["name"]) else 0x030000,
+            header_type=0x80 if audio else 0x00,
+        )
         sub_vendor, sub_device = (int(x, 16) for x in subsystem_id(g["pci_id"]).split(":"))
         # Registers, a prefetchable VRAM window, I/O ports. 32-bit only: lspci misreads the
         # upper half of 64-bit BARs from a dump (it expects sysfs to tell it the flags).
@@ -423,13 +440,13 @@ def pci_dump(rig: dict[str, Any]) -> str:
         card.put(0x2C, sub_vendor | sub_device << 16, 4)
         card.put(0x3C, 0x10 + n, 1)
         card.put(0x3D, 0x01, 1)  # INTA#
-        card.pcie(0, g["pcie_gen_max_gpu"], g["pcie_width_max"], g["pcie_gen_current"], g["pcie_width_current"])
+        card.pcie(0, g["pcie_gen_max_gpu"], g["pcie_width_max"], gen, width)
         out.append(card.dump(f"{bus:02x}:00.0"))
         if audio:
             fn = ConfigSpace(audio, 0x040300)
             fn.put(0x2C, sub_vendor | sub_device << 16, 4)
             fn.put(0x3D, 0x02, 1)  # INTB#
-            fn.pcie(0, g["pcie_gen_max_gpu"], g["pcie_width_max"], g["pcie_gen_current"], g["pcie_width_current"])
+            fn.pcie(0, g["pcie_gen_max_gpu"], g["pcie_width_max"], gen, width)
             out.append(fn.dump(f"{bus:02x}:00.1"))
     return "".join(out)
 
@@ -457,8 +474,11 @@ def main(argv: list[str]) -> int:
         elif cmd == "detach" and len(args) == 1:
             detach(int(args[0]))
         else:
-            print("usage: gpusim.py boot|modprobe|rmmod|render|set-power IDX MW|"
-                  "set-persistence IDX 0|1|attach PID NAME MIB IDX...|detach PID", file=sys.stderr)
+            print(
+                "usage: gpusim.py boot|modprobe|rmmod|render|set-power IDX MW|"
+                "set-persistence IDX 0|1|attach PID NAME MIB IDX...|detach PID",
+                file=sys.stderr,
+            )
             return 2
     except GpusimError as e:
         print(e, file=sys.stderr)
