@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
 from toolkit.errors import BadInputError, RigpivotError, UnreachableError
 from toolkit.models import FleetReport
+from toolkit.plan import Plan
 from toolkit.preflight import run_preflight
 from toolkit.probe import ProbeOptions, ProbeResult
 from toolkit.report import preflight_html, preflight_json
+from toolkit.runner import TaskEvent
 
 if TYPE_CHECKING:
     from toolkit.lab.rack import Lab
+    from toolkit.pivot import RunReport
 
 console = Console()
 err_console = Console(stderr=True)
@@ -203,6 +208,199 @@ def _print_preflight(report: FleetReport) -> None:
     )
 
 
+JournalDir = Annotated[
+    Path, typer.Option("--journal", help="Where run journals and reports are written.")
+]
+
+
+def _probe_options(accept_new_host_keys: bool, known_hosts: Path | None) -> ProbeOptions:
+    return ProbeOptions(known_hosts=known_hosts, accept_new_host_keys=accept_new_host_keys)
+
+
+def _can_ask() -> bool:
+    return sys.stdin.isatty()
+
+
+@app.command()
+def convert(
+    inventory: Inventory,
+    limit: Limit = None,
+    check: Annotated[
+        bool, typer.Option("--check", help="Ansible check + diff: show what would change.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rigs converted at once.")] = 2,
+    max_fail_percent: Annotated[
+        float,
+        typer.Option(min=0, max=100, help="Stop before the next batch above this failure share."),
+    ] = 0,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    journal: JournalDir = Path("runs"),
+    accept_new_host_keys: Annotated[bool, typer.Option(help="Trust unknown host keys.")] = False,
+    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts to check.")] = None,
+) -> None:
+    """Convert every fit rig to AI inference, in rolling batches; failed rigs go back to mining.
+
+    Exit 0: done (or nothing to do); 1: some rigs failed or were rolled back; 2: bad input;
+    5: another run holds the farm's lock.
+    """
+    from toolkit.pivot import RunOptions
+    from toolkit.pivot import convert as run_convert
+
+    opts = RunOptions(
+        limit=limit, check=check, batch_size=batch_size, max_fail_percent=max_fail_percent,
+        journal_root=journal, probe=_probe_options(accept_new_host_keys, known_hosts),
+    )  # fmt: skip
+
+    def confirm(plan: Plan, fleet: FleetReport) -> bool:
+        _print_preflight(fleet)
+        _print_plan(plan, check)
+        if yes or check:
+            return True
+        if not _can_ask():
+            raise BadInputError("convert changes rigs: confirm at a terminal or pass --yes")
+        return typer.confirm("Convert these rigs?", default=False)
+
+    with _Progress() as progress:
+        report = run_convert(inventory, opts, confirm, progress.event, progress.stage)
+    _finish(report)
+
+
+@app.command()
+def rollback(
+    inventory: Inventory,
+    limit: Limit = None,
+    check: Annotated[bool, typer.Option("--check", help="Show what would change.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    journal: JournalDir = Path("runs"),
+    accept_new_host_keys: Annotated[bool, typer.Option(help="Trust unknown host keys.")] = False,
+    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts to check.")] = None,
+) -> None:
+    """Put rigs back to mining from their snapshots: configs byte-identical, miner hashing."""
+    from toolkit.pivot import RunOptions
+    from toolkit.pivot import rollback as run_rollback
+
+    opts = RunOptions(
+        limit=limit, check=check, journal_root=journal,
+        probe=_probe_options(accept_new_host_keys, known_hosts),
+    )  # fmt: skip
+
+    def confirm(hosts: list[str]) -> bool:
+        console.print(f"rollback to mining: {', '.join(hosts)}")
+        if yes or check:
+            return True
+        if not _can_ask():
+            raise BadInputError("rollback changes rigs: confirm at a terminal or pass --yes")
+        return typer.confirm("Roll these rigs back to mining?", default=False)
+
+    with _Progress() as progress:
+        report = run_rollback(inventory, opts, confirm, progress.event)
+    _finish(report)
+
+
+@app.command()
+def status(
+    inventory: Inventory,
+    limit: Limit = None,
+    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts to check.")] = None,
+) -> None:
+    """Show where each rig stands: mining, a step of the pivot, ai, or quarantined."""
+    from toolkit.inventory import load_inventory
+    from toolkit.probe import probe_fleet
+
+    hosts = load_inventory(inventory).select(limit)
+    results = probe_fleet(hosts, _probe_options(False, known_hosts))
+    table = Table(title=f"status: {inventory}")
+    for col in ("rig", "state", "step", "snapshot", "platform", "miner", "driver"):
+        table.add_column(col)
+    for r in results:
+        f = r.facts
+        if f is None:
+            table.add_row(r.host, "[red]unreachable[/]", escape(r.error or ""), "", "", "", "")
+            continue
+        pv = f.pivot
+        table.add_row(
+            r.host, pv.state or "mining" if pv else "mining", (pv.step or "-") if pv else "-",
+            (pv.snapshot_id or "-") if pv else "-", f.platform,
+            ", ".join(m.name for m in f.miners) or "stopped", f.nvidia_driver or "-",
+        )  # fmt: skip
+    console.print(table)
+    if any(r.facts is None for r in results):
+        raise UnreachableError("some rigs are unreachable")
+
+
+def _print_plan(plan: Plan, check: bool) -> None:
+    table = Table(title="plan" + (" (check: nothing will change)" if check else ""))
+    for col in ("rig", "action", "engine", "model", "GPUs", "why"):
+        table.add_column(col, overflow="fold")
+    for r in plan.rigs:
+        table.add_row(
+            r.host, r.action, r.engine or "-", r.model or "-",
+            ",".join(map(str, r.gpus)) or "-", escape(r.reason),
+        )  # fmt: skip
+    console.print(table)
+    batches = " | ".join(", ".join(b) for b in plan.batches) or "nothing to convert"
+    console.print(f"batches: {batches}")
+
+
+class _Progress:
+    """One live table for the run: each rig's current step (role) and last result."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, str]] = {}
+        self.stage_text = ""
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
+
+    def __enter__(self) -> _Progress:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def _render(self) -> Table:
+        t = Table(title=self.stage_text or "starting", show_edge=False)
+        for col in ("rig", "step", "last"):
+            t.add_column(col)
+        for host, (step, last) in sorted(self.rows.items()):
+            t.add_row(host, step, last)
+        return t
+
+    def stage(self, text: str) -> None:
+        self.stage_text = text
+        self.live.console.print(f"[bold]{escape(text)}[/]")
+        self.live.update(self._render())
+
+    def event(self, ev: TaskEvent) -> None:
+        step = ev.role or "-"
+        if ev.status == "failed":
+            self.live.console.print(f"[red]{ev.host}: {escape(ev.task)} failed[/]")
+        self.rows[ev.host] = (step, f"{ev.status}: {ev.task}"[:70])
+        self.live.update(self._render())
+
+
+def _finish(report: RunReport) -> None:
+    table = Table(title=f"{report.command}{' --check' if report.check else ''}: {report.run_id}")
+    for col in ("rig", "outcome", "engine / model", "endpoints", "detail"):
+        table.add_column(col, overflow="fold")
+    colour = {"converted": "green", "mining": "green", "already-ai": "green",
+              "would-convert": "green", "rolled-back": "yellow", "not-started": "yellow",
+              "untouched": "dim"}  # fmt: skip
+    for r in report.rigs:
+        c = colour.get(r.outcome, "red")
+        table.add_row(
+            r.host, f"[{c}]{r.outcome}[/]", f"{r.engine or ''} {r.model or ''}".strip(),
+            "\n".join(r.endpoints), escape(r.detail),
+        )  # fmt: skip
+    console.print(table)
+    counts = Counter(r.outcome for r in report.rigs)
+    console.print(", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing to do")
+    if report.stopped_early:
+        console.print(f"[red]stopped early:[/] {escape(report.stopped_early)}")
+    console.print(f"journal: {report.journal} (report.json, report.html)")
+    if report.failed:
+        raise typer.Exit(1)
+
+
 def main() -> None:
     logging.basicConfig(
         level=logging.INFO,
@@ -220,4 +418,14 @@ def main() -> None:
 def preflight_main() -> None:
     """The `preflight` shortcut: `preflight --inventory farm.ini` = `rigpivot preflight ...`."""
     sys.argv.insert(1, "preflight")
+    main()
+
+
+def convert_main() -> None:
+    sys.argv.insert(1, "convert")
+    main()
+
+
+def rollback_main() -> None:
+    sys.argv.insert(1, "rollback")
     main()

@@ -58,6 +58,14 @@ class MinerProcess(BaseModel):
     unit: str | None
 
 
+class PivotRecord(BaseModel):
+    """The rig's /var/lib/rigpivot/state.json, as the probe reads it."""
+
+    state: str | None
+    step: str | None
+    snapshot_id: str | None
+
+
 class RigFacts(BaseModel):
     """The probe's answer (toolkit/modules/rig_facts.py), validated at the controller."""
 
@@ -74,6 +82,7 @@ class RigFacts(BaseModel):
     miners: list[MinerProcess]
     mining: bool
     hive: dict[str, str | None] | None
+    pivot: PivotRecord | None = None
 
 
 class ModelFit(BaseModel):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from toolkit.models import FleetReport
+
+if TYPE_CHECKING:
+    from toolkit.pivot import RunReport
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
@@ -25,3 +29,7 @@ def preflight_json(report: FleetReport) -> str:
 
 def preflight_html(report: FleetReport) -> str:
     return _env().get_template("preflight.html.j2").render(report=report)
+
+
+def run_html(report: RunReport) -> str:
+    return _env().get_template("run.html.j2").render(report=report)

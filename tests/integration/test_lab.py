@@ -161,7 +161,10 @@ def test_driver_package_from_the_farm_mirror_changes_driver_version(rack: Rack):
     assert "Driver/library version mismatch" in out
     rack.reboot(rig)
     version = rack.ssh(rig, "nvidia-smi --query-gpu=driver_version --format=csv,noheader")
-    assert set(version.split()) == {"535.183.01"}
-    assert "nvidia-driver-535" in rack.ssh(
-        rig, "dpkg-query -W -f='${Package}\\n' 'nvidia-driver-*'"
+    assert set(version.split()) == {"550.127.05"}
+    installed = rack.ssh(
+        rig, "dpkg-query -W -f='${db:Status-Abbrev} ${Package}\\n' 'nvidia-driver-*'"
     )
+    assert [ln.split()[1] for ln in installed.splitlines() if ln.startswith("ii")] == [
+        "nvidia-driver-550"
+    ]

@@ -103,7 +103,7 @@ def test_unreachable_rig_is_reported_and_the_others_still_probed(rack: Rack, tmp
     assert proc.returncode == 3, proc.stdout + proc.stderr
     rigs = json.loads((tmp_path / "r.json").read_text())["rigs"]
     assert [r["status"] for r in rigs].count("unreachable") == 1
-    assert "cannot reach 127.0.0.1:9" in next(r for r in rigs if r["host"] == "ghost")["error"]
+    assert "cannot reach [127.0.0.1]:9" in next(r for r in rigs if r["host"] == "ghost")["error"]
     assert sum(r["verdict"] == "fit" for r in rigs) == 5
 
 

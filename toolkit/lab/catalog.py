@@ -107,8 +107,8 @@ class Catalog(_Strict):
         """The rig profile of each of `rigs` rigs for a rack mix or a single rig profile."""
         if profile in self.racks:
             mix = self.racks[profile]
-        elif profile in self.rigs:
-            mix = [profile]
+        elif all(p in self.rigs for p in profile.split(",")):
+            mix = profile.split(",")  # an ad-hoc mix: "hive-3060x6,linux-3090x2"
         else:
             raise BadInputError(
                 f"unknown lab profile {profile!r}; choose one of: {', '.join(self.profile_names())}"

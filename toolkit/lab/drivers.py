@@ -5,7 +5,9 @@ libnvidia-ml.so.1 compiled from libnvidia-ml/nvml_shim.c for that version, and t
 files the GPU simulator reads. Installing it "loads the kernel module" only on a rig that has
 none loaded, so an upgrade without a reboot ends in "Driver/library version mismatch", as on
 real rigs. A CUDA toolkit package carries version.json and an nvcc that prints its version,
-and depends on a driver new enough for it.
+and depends on a driver new enough for it. A `linux-headers-<host kernel release>` package
+(empty, like a metapackage) stands for the kernel headers a real rig installs for DKMS: the
+rigs run the host's kernel, so the headers matching `uname -r` on a rig are the host's.
 
 Packages are built with dpkg-deb on the host (gcc compiles the library; the rig image has no
 compiler) and cached by `cache_key`, a hash of every input.
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
+import re
 import shutil
 import subprocess
 import tempfile
@@ -71,10 +75,27 @@ def cuda_version_code(version: str) -> int:
     return int(major) * 1000 + int(minor) * 10
 
 
+def kernel_release() -> str:
+    """The rigs' kernel release: containers share the host's kernel."""
+    return platform.release()
+
+
+def headers_package(release: str) -> str:
+    return f"linux-headers-{release}"
+
+
+def headers_version(release: str) -> str:
+    """A Debian-looking version for the headers of `release`: "6.1.0-18-amd64" → "6.1.0-1lab"."""
+    match = re.match(r"\d+(?:\.\d+)*", release)
+    return f"{match.group(0) if match else '0'}-{PACKAGE_REVISION}"
+
+
 def cache_key(image_dir: Path) -> str:
     """Hash of everything the packages are built from: this module (versions, control
-    files, scripts) and the NVML library's source."""
+    files, scripts), the NVML library's source and the host's kernel release (the headers
+    package is named after it)."""
     h = hashlib.sha256(Path(__file__).read_bytes())
+    h.update(b"kernel\0" + kernel_release().encode() + b"\0")
     for src in sorted((image_dir / "libnvidia-ml").rglob("*")):
         if src.is_file():
             h.update(str(src.relative_to(image_dir)).encode() + b"\0" + src.read_bytes())
@@ -255,10 +276,39 @@ def build_cuda(series: str, out_dir: Path) -> Path:
         return _package(root, control, description, out_dir)
 
 
+def build_headers(release: str, out_dir: Path) -> Path:
+    """linux-headers-<release>, empty: what the driver role installs so DKMS could build the
+    module for the running kernel. The fields are those of Debian's own headers packages."""
+    if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", release):
+        raise LabError(
+            f"the host's kernel release {release!r} is not a valid Debian package name part"
+        )
+    pkg = headers_package(release)
+    with tempfile.TemporaryDirectory(prefix=f"{pkg}-") as tmp:
+        control = {
+            "Package": pkg,
+            "Source": "linux",
+            "Version": headers_version(release),
+            "Architecture": "amd64",
+            "Maintainer": MAINTAINER,
+            "Section": "kernel",
+            "Priority": "optional",
+            "Homepage": "https://www.kernel.org/",
+        }
+        description = (
+            f"Header files for Linux {release}\n"
+            " This package provides the architecture-specific kernel header files for\n"
+            f" Linux kernel {release}, generally used for building out-of-tree kernel\n"
+            " modules. (rigpivot lab: the rigs run the host's kernel; the package is empty.)"
+        )
+        return _package(Path(tmp), control, description, out_dir)
+
+
 def build_packages(out_dir: Path, image_dir: Path) -> list[Path]:
-    """Every driver and CUDA package of the lab, into out_dir."""
+    """Every driver, CUDA and kernel headers package of the lab, into out_dir."""
     if shutil.which("dpkg-deb") is None:
         raise LabError("dpkg-deb is not installed: it builds the lab's driver packages")
     out_dir.mkdir(parents=True, exist_ok=True)
     debs = [build_driver(v, image_dir, out_dir) for v in DRIVER_VERSIONS]
-    return debs + [build_cuda(s, out_dir) for s in CUDA_VERSIONS]
+    debs += [build_cuda(s, out_dir) for s in CUDA_VERSIONS]
+    return [*debs, build_headers(kernel_release(), out_dir)]

@@ -7,6 +7,8 @@ image on top (overlay, simulators, the lab's driver packages; seconds).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -14,11 +16,11 @@ import re
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import toolkit.lab.drivers as drivers
 from toolkit.errors import LabError
-from toolkit.lab import drivers
 from toolkit.lab.podman import image_exists, podman, podman_env
 
 log = logging.getLogger(__name__)
@@ -30,7 +32,7 @@ SUITE = "bookworm"
 # What a mining rig's OS has, plus what Ansible needs on a target (python3-apt for the apt
 # module). No gcc: the simulated NVML library is compiled on the host.
 BASE_PACKAGES = (
-    "python3,python3-apt,openssh-server,sudo,iproute2,iputils-ping,netcat-openbsd,systemd,"
+    "python3,python3-apt,python3-venv,openssh-server,sudo,iproute2,iputils-ping,netcat-openbsd,systemd,"
     "systemd-sysv,dbus,kmod,procps,pciutils,nftables,iptables,curl,ca-certificates,gnupg,"
     "jq,screen,less,lsb-release"
 )
@@ -134,8 +136,24 @@ def rig_tag(base: str) -> str:
     )
 
 
+@contextlib.contextmanager
+def _build_lock() -> Iterator[None]:
+    """One image build at a time on this machine: concurrent `lab up`s wait for each other."""
+    with (cache_dir() / "build.lock").open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def ensure_rig_image() -> str:
     """The lab rig image's tag, building what is missing."""
+    with _build_lock():
+        return _ensure_rig_image()
+
+
+def _ensure_rig_image() -> str:
     base = ensure_base()
     tag = rig_tag(base)
     if image_exists(tag):

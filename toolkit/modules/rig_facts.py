@@ -372,11 +372,27 @@ def gather_mining():
     return {"platform": platform_name, "miners": miners, "mining": bool(miners), "hive": hive}
 
 
+def gather_pivot(path="/var/lib/rigpivot/state.json"):
+    """Where the rig stands in rigpivot's pivot (written by the rig_state module), if anywhere."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return None
+    facts = record.get("facts") or {}
+    return {
+        "state": record.get("state"),
+        "step": record.get("step"),
+        "snapshot_id": facts.get("snapshot_id"),
+    }
+
+
 def gather(gpu_source="auto", model_path="/var/lib/rigpivot"):
     facts = {"facts_version": FACTS_VERSION}
     facts.update(gather_gpus(gpu_source))
     facts["host"] = gather_host(model_path)
     facts.update(gather_mining())
+    facts["pivot"] = gather_pivot()
     return facts
 
 

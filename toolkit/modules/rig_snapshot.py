@@ -1,0 +1,241 @@
+#!/usr/bin/python3
+"""rig_snapshot: copy everything rollback needs into /var/lib/rigpivot/snapshots/<id>/, once.
+
+Layout and manifest: docs/roles.md ("The snapshot on the rig"). The snapshot is written to a
+temporary directory and renamed into place, so a rig that loses power mid-snapshot has either
+a whole snapshot or none. An existing snapshot is reused and never overwritten: the first one
+holds the rig as the operator left it.
+"""
+
+DOCUMENTATION = r"""
+module: rig_snapshot
+short_description: Take (once) the snapshot of a mining rig that rollback restores from.
+options:
+  root: {type: path, default: /var/lib/rigpivot/snapshots, description: Where snapshots live.}
+  paths: {type: list, elements: str, default: [], description: Files or shell globs to copy.}
+  dirs:
+    type: list
+    elements: str
+    default: []
+    description: Directories copied whole; rollback removes files added to them since.
+  watch_absent:
+    type: list
+    elements: str
+    default: []
+    description: Paths conversion may create; those missing now are recorded as absent.
+  units: {type: list, elements: str, default: [], description: Units whose state to record.}
+  package_patterns: {type: list, elements: str, default: [], description: dpkg-query patterns.}
+  platform: {type: str, default: none, description: hiveos, linux or none (from rig_facts).}
+  miners: {type: list, elements: dict, default: [], description: Miner processes (rig_facts).}
+"""
+
+import datetime
+import fnmatch
+import glob
+import grp
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+# Unit files under these belong to packages (HiveOS's own or Debian's): not operator config.
+PACKAGE_UNIT_DIRS = ("/lib/systemd/", "/usr/lib/systemd/")
+SCRIPT_DIRS = ("/opt/", "/etc/", "/usr/local/", "/home/", "/root/", "/srv/")
+
+
+def run(args):
+    p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return p.returncode, p.stdout
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def unit_info(unit):
+    rc, out = run(
+        ["systemctl", "show", "-p", "UnitFileState,ActiveState,FragmentPath,ExecStart", unit]
+    )
+    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+    scripts = []
+    for token in props.get("ExecStart", "").split():
+        if token.startswith("path="):
+            scripts.append(token[5:].rstrip(";"))
+    return (
+        {
+            "enabled": props.get("UnitFileState") or "unknown",
+            "active": props.get("ActiveState") == "active",
+        },
+        props.get("FragmentPath") or "",
+        scripts,
+    )
+
+
+def power_state():
+    if not shutil.which("nvidia-smi"):
+        return []
+    rc, out = run(
+        [
+            "nvidia-smi",
+            "--query-gpu=index,power.limit,persistence_mode",
+            "--format=csv,noheader,nounits",
+        ]
+    )
+    if rc != 0:
+        return []
+    rows = []
+    for line in out.strip().splitlines():
+        idx, limit, pm = [c.strip() for c in line.split(",")]
+        rows.append({"index": int(idx), "limit_w": float(limit), "persistence": pm == "Enabled"})
+    return rows
+
+
+def driver_version():
+    if not shutil.which("nvidia-smi"):
+        return None
+    rc, out = run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
+    return out.strip().splitlines()[0] if rc == 0 and out.strip() else None
+
+
+def packages(patterns):
+    found = {}
+    if patterns:
+        rc, out = run(
+            ["dpkg-query", "-W", "-f", "${db:Status-Abbrev} ${Package} ${Version}\n", *patterns]
+        )
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0].startswith("i"):
+                found[parts[1]] = parts[2]
+    rc, out = run(["apt-mark", "showhold"])
+    held = sorted(p for p in out.split() if any(fnmatch.fnmatch(p, pat) for pat in patterns))
+    return found, held
+
+
+def collect_files(params, units):
+    files = set()  # type: set[str]
+    for pattern in params["paths"]:
+        files.update(p for p in glob.glob(pattern) if os.path.isfile(p))
+    for d in params["dirs"]:
+        for base, _, names in os.walk(d):
+            files.update(
+                os.path.join(base, n) for n in names if os.path.isfile(os.path.join(base, n))
+            )
+    unit_state = {}
+    for unit in units:
+        info, fragment, scripts = unit_info(unit)
+        if info["enabled"] in ("", "unknown") and not info["active"]:
+            continue
+        unit_state[unit] = info
+        for path in [fragment, *scripts]:
+            if (
+                path
+                and path.startswith(SCRIPT_DIRS)
+                and not path.startswith(PACKAGE_UNIT_DIRS)
+                and os.path.isfile(path)
+            ):
+                files.add(path)
+    return sorted(files), unit_state
+
+
+def take(params, units, snap_dir):
+    files, unit_state = collect_files(params, units)
+    manifest_files = {}
+    for path in files:
+        st = os.lstat(path)
+        dest = os.path.join(snap_dir, "files", path.lstrip("/"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        if os.path.islink(path):
+            # HiveOS links /etc/environment into /hive/etc: restore a link, not a copy.
+            os.symlink(os.readlink(path), dest)
+            manifest_files[path] = {"link": os.readlink(path), "sha256": sha256(path)}
+            continue
+        shutil.copy2(path, dest)
+        manifest_files[path] = {
+            "sha256": sha256(path),
+            "mode": "%04o" % (st.st_mode & 0o7777),
+            "owner": pwd.getpwuid(st.st_uid).pw_name,
+            "group": grp.getgrgid(st.st_gid).gr_name,
+        }
+    pkgs, held = packages(params["package_patterns"])
+    if shutil.which("nft"):
+        rc, out = run(["nft", "list", "ruleset"])
+        with open(os.path.join(snap_dir, "nftables.ruleset"), "w") as f:
+            f.write(out if rc == 0 else "")
+    return {
+        "files": manifest_files,
+        "dirs": sorted(params["dirs"]),
+        "absent": sorted(p for p in params["watch_absent"] if not os.path.lexists(p)),
+        "units": unit_state,
+        "packages": pkgs,
+        "held": held,
+        "driver_version": driver_version(),
+        "power": power_state(),
+        "miners": [{"name": m.get("name"), "unit": m.get("unit")} for m in params["miners"]],
+        "platform": params["platform"],
+    }
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            root=dict(type="path", default="/var/lib/rigpivot/snapshots"),
+            paths=dict(type="list", elements="str", default=[]),
+            dirs=dict(type="list", elements="str", default=[]),
+            watch_absent=dict(type="list", elements="str", default=[]),
+            units=dict(type="list", elements="str", default=[]),
+            package_patterns=dict(type="list", elements="str", default=[]),
+            platform=dict(type="str", default="none"),
+            miners=dict(type="list", elements="dict", default=[]),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    latest = os.path.join(p["root"], "latest")
+    manifest_path = os.path.join(latest, "manifest.json")
+    if os.path.isfile(manifest_path):
+        with open(manifest_path) as f:
+            manifest = json.load(f)
+        module.exit_json(
+            changed=False,
+            snapshot_id=manifest["id"],
+            path=os.path.realpath(latest),
+            manifest=manifest,
+        )
+    units = sorted(set(p["units"]) | {m["unit"] for m in p["miners"] if m.get("unit")})
+    snap_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    if module.check_mode:
+        files, unit_state = collect_files(p, units)
+        module.exit_json(changed=True, snapshot_id=snap_id, would_copy=files, units=unit_state)
+    os.makedirs(p["root"], mode=0o700, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=p["root"], prefix=".taking-")
+    try:
+        manifest = take(p, units, tmp)
+        manifest.update({"id": snap_id, "created": snap_id})
+        with open(os.path.join(tmp, "manifest.json"), "w") as f:
+            json.dump(manifest, f, indent=2, sort_keys=True)
+        final = os.path.join(p["root"], snap_id)
+        os.rename(tmp, final)
+    except Exception as e:  # leave no half snapshot behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        module.fail_json(msg="snapshot failed: %s" % e)
+    subprocess.run(["tar", "-czf", final + ".tar.gz", "-C", p["root"], snap_id], check=True)
+    link_tmp = latest + ".tmp"
+    if os.path.lexists(link_tmp):
+        os.unlink(link_tmp)
+    os.symlink(snap_id, link_tmp)
+    os.replace(link_tmp, latest)
+    module.exit_json(changed=True, snapshot_id=snap_id, path=final, manifest=manifest)
+
+
+if __name__ == "__main__":
+    main()

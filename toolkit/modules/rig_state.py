@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""rig_state: the rig's place in the pivot, kept on the rig in /var/lib/rigpivot/state.json.
+
+Convert moves a rig forward through the states below; a step that already happened is never
+undone by re-running an earlier step (so a second `convert` changes nothing), except with
+force=true, which rollback uses to put the rig back to `mining` or `quarantined`.
+"""
+
+DOCUMENTATION = r"""
+module: rig_state
+short_description: Record a rig's pivot state (mining, snapshotted, ..., ai) on the rig.
+options:
+  state:
+    description: The state the rig has reached.
+    type: str
+    required: true
+    choices: [mining, snapshotted, drained, stack_installed, serving, hardened, ai, quarantined]
+  step:
+    description: The role or step that reached it.
+    type: str
+    required: true
+  facts:
+    description: Facts to merge into the record (snapshot id, versions, reason...).
+    type: dict
+    default: {}
+  force:
+    description: Allow moving to an earlier state (rollback, quarantine).
+    type: bool
+    default: false
+  path:
+    description: Where the record lives.
+    type: path
+    default: /var/lib/rigpivot/state.json
+"""
+
+import datetime
+import json
+import os
+import tempfile
+
+from ansible.module_utils.basic import AnsibleModule
+
+ORDER = ["mining", "snapshotted", "drained", "stack_installed", "serving", "hardened", "ai"]
+
+
+def rank(state):
+    return ORDER.index(state) if state in ORDER else -1
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", required=True, choices=[*ORDER, "quarantined"]),
+            step=dict(type="str", required=True),
+            facts=dict(type="dict", default={}),
+            force=dict(type="bool", default=False),
+            path=dict(type="path", default="/var/lib/rigpivot/state.json"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    try:
+        with open(p["path"]) as f:
+            before = json.load(f)
+    except FileNotFoundError:
+        before = {"state": "mining", "step": None, "facts": {}, "history": []}
+    except ValueError as e:
+        module.fail_json(msg="%s is not valid JSON (%s); fix or remove it" % (p["path"], e))
+
+    after = json.loads(json.dumps(before))
+    moved = False
+    current = before.get("state", "mining")
+    if p["state"] != current and (p["force"] or rank(p["state"]) > rank(current)):
+        after["state"], after["step"], moved = p["state"], p["step"], True
+    merged = dict(before.get("facts") or {})
+    merged.update(p["facts"])
+    after["facts"] = merged
+    changed = moved or merged != (before.get("facts") or {})
+    if changed:
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        after["updated"] = now
+        if moved:
+            after.setdefault("history", []).append(
+                {"state": p["state"], "step": p["step"], "at": now}
+            )
+        if not module.check_mode:
+            os.makedirs(os.path.dirname(p["path"]), mode=0o755, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(p["path"]))
+            with os.fdopen(fd, "w") as f:
+                json.dump(after, f, indent=2, sort_keys=True)
+                f.write("\n")
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, p["path"])
+    diff = {"before": {"state": current}, "after": {"state": after["state"]}}
+    module.exit_json(changed=changed, state=after["state"], record=after, diff=diff)
+
+
+if __name__ == "__main__":
+    main()

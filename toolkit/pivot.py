@@ -1,0 +1,295 @@
+"""convert and rollback: preflight, plan, rolling batches through ansible-runner, automatic
+rollback of rigs that fail, a run journal and a report.
+
+The run journal (`runs/<run id>/`) holds the preflight report, the plan, each play's
+ansible-runner private data directory (with its artifacts), the snapshots fetched from the
+rigs, and the run report (JSON and HTML).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import fcntl
+import getpass
+import hashlib
+import json
+import os
+import secrets
+import socket
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel
+
+from toolkit.errors import BadInputError, RigpivotError
+from toolkit.inventory import load_inventory
+from toolkit.models import FleetReport
+from toolkit.plan import Plan, plan_conversion
+from toolkit.preflight import run_preflight
+from toolkit.probe import ProbeOptions, probe_fleet
+from toolkit.runner import PlayResult, TaskEvent, run_playbook
+
+
+class LockedError(RigpivotError):
+    """Another run holds the farm's lock."""
+
+    exit_code = 5
+
+
+Outcome = Literal[
+    "converted", "already-ai", "rolled-back", "quarantined", "failed", "untouched",
+    "unreachable", "not-started", "would-convert", "mining",
+]  # fmt: skip
+
+
+class RigResult(BaseModel):
+    host: str
+    outcome: Outcome
+    detail: str = ""
+    engine: str | None = None
+    model: str | None = None
+    endpoints: list[str] = []
+    batch: int | None = None
+
+
+class RunReport(BaseModel):
+    run_id: str
+    command: Literal["convert", "rollback"]
+    inventory: str
+    check: bool
+    journal: str
+    started: str
+    finished: str = ""
+    stopped_early: str | None = None
+    rigs: list[RigResult] = []
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.rigs if r.outcome == outcome)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.outcome in ("failed", "quarantined", "rolled-back") for r in self.rigs)
+
+
+@dataclass
+class RunOptions:
+    limit: str | None = None
+    check: bool = False
+    batch_size: int = 2
+    max_fail_percent: float = 0.0
+    journal_root: Path = Path("runs")
+    probe: ProbeOptions | None = None
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextlib.contextmanager
+def farm_lock(journal_root: Path, inventory: Path, command: str) -> Iterator[None]:
+    """One convert/rollback at a time per farm file: a second run refuses, naming the holder."""
+    locks = journal_root / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:16]
+    path = locks / f"{key}.lock"
+    with path.open("a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another rigpivot process"
+            raise LockedError(
+                f"{inventory} is locked by {holder}; wait for that run to end "
+                f"(the lock is released when its process exits: {path})"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(
+            f"`rigpivot {command}` pid {os.getpid()} by {getpass.getuser()}@"
+            f"{socket.gethostname()} since {_now()}\n"
+        )
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _new_journal(root: Path) -> tuple[str, Path]:
+    run_id = (
+        datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
+    )
+    path = root / run_id
+    path.mkdir(parents=True)
+    return run_id, path
+
+
+def _endpoints(address: str, gpus: list[int], base_port: int = 8000) -> list[str]:
+    host = address.rsplit(":", 1)[0]
+    return [f"http://{host}:{base_port + i}/v1" for i in gpus]
+
+
+def convert(
+    inventory: Path,
+    opts: RunOptions,
+    confirm: Callable[[Plan, FleetReport], bool],
+    on_event: Callable[[TaskEvent], None] = lambda _e: None,
+    on_stage: Callable[[str], None] = lambda _s: None,
+) -> RunReport:
+    """Preflight, plan, then convert fit rigs in rolling batches; rigs that fail are rolled
+    back to mining (or quarantined when rollback fails too)."""
+    with farm_lock(opts.journal_root, inventory, "convert"):
+        on_stage("preflight")
+        fleet = run_preflight(inventory, opts.limit, opts.probe)
+        plan = plan_conversion(fleet, opts.batch_size)
+        run_id, journal = _new_journal(opts.journal_root)
+        (journal / "preflight.json").write_text(fleet.model_dump_json(indent=2))
+        (journal / "plan.json").write_text(plan.model_dump_json(indent=2))
+        report = RunReport(
+            run_id=run_id, command="convert", inventory=str(inventory), check=opts.check,
+            journal=str(journal), started=_now(),
+        )  # fmt: skip
+        verdicts = {v.host: v for v in fleet.rigs}
+        for rp in plan.rigs:
+            if rp.action != "convert":
+                outcome: Outcome = (
+                    "already-ai" if rp.action == "already-ai"
+                    else "unreachable" if rp.action == "unreachable"
+                    else "quarantined" if rp.action == "quarantined"
+                    else "untouched"
+                )  # fmt: skip
+                report.rigs.append(RigResult(host=rp.host, outcome=outcome, detail=rp.reason,
+                                             engine=rp.engine, model=rp.model))  # fmt: skip
+        if not plan.batches or not confirm(plan, fleet):
+            report.finished = _now()
+            _save(journal, report)
+            return report
+
+        # The plan's choices are an inventory layered *under* the operator's: anything the
+        # farm file sets (the lab pins a CPU engine and its tiny model) wins.
+        plan_inv = journal / "plan-inventory.yml"
+        hosts = {r.host: r.role_vars() for r in plan.of("convert")}
+        for v in hosts.values():
+            v["mining_snapshot_fetch_dir"] = str((journal / "snapshots").resolve())
+        plan_inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
+        inventories = [plan_inv, inventory]
+
+        for n, batch in enumerate(plan.batches, 1):
+            on_stage(f"batch {n}/{len(plan.batches)}: {', '.join(batch)}")
+            play = run_playbook(
+                "convert.yml", inventories, batch, journal / "ansible" / f"{n:03d}-convert",
+                extravars={"rigpivot_batch_size": len(batch)}, check=opts.check,
+                on_event=on_event,
+            )  # fmt: skip
+            failed = play.failed()
+            rolled: PlayResult | None = None
+            if failed and not opts.check:
+                on_stage(f"batch {n}: rolling back {', '.join(failed)}")
+                rolled = run_playbook(
+                    "rollback.yml", [inventory], failed,
+                    journal / "ansible" / f"{n:03d}-rollback", on_event=on_event,
+                )  # fmt: skip
+            for host in batch:
+                rp = next(r for r in plan.rigs if r.host == host)
+                rig = play.rigs[host]
+                res = RigResult(host=host, outcome="converted", batch=n, engine=rp.engine,
+                                model=rp.model)  # fmt: skip
+                if opts.check:
+                    res.outcome = "would-convert" if rig.ok else "failed"
+                    res.detail = "" if rig.ok else f"{rig.failed_task}: {rig.message}"
+                elif rig.ok:
+                    res.endpoints = _endpoints(verdicts[host].address, rp.gpus)
+                else:
+                    why = f"{rig.failed_task}: {rig.message}"
+                    back = rolled.rigs[host] if rolled else None
+                    if back and back.ok:
+                        res.outcome, res.detail = "rolled-back", f"convert failed at {why}"
+                    elif (back and back.unreachable) or rig.unreachable:
+                        res.outcome = "failed"
+                        res.detail = f"unreachable during {why}; state on the rig is as recorded"
+                    else:
+                        res.outcome = "quarantined"
+                        res.detail = (
+                            f"convert failed at {why}; rollback failed too: {back and back.message}"
+                        )
+                report.rigs.append(res)
+            share = 100.0 * len(failed) / len(batch)
+            if failed and share > opts.max_fail_percent and n < len(plan.batches):
+                rest = [h for b in plan.batches[n:] for h in b]
+                report.stopped_early = (
+                    f"batch {n}: {len(failed)} of {len(batch)} rigs failed ({share:.0f}% > "
+                    f"--max-fail-percent {opts.max_fail_percent:g}); {len(rest)} rigs not started"
+                )
+                report.rigs += [RigResult(host=h, outcome="not-started") for h in rest]
+                break
+        report.finished = _now()
+        _save(journal, report)
+        return report
+
+
+def rollback(
+    inventory: Path,
+    opts: RunOptions,
+    confirm: Callable[[list[str]], bool],
+    on_event: Callable[[TaskEvent], None] = lambda _e: None,
+) -> RunReport:
+    """Put rigs back to mining from their snapshots. Rigs with no snapshot are refused before
+    anything runs."""
+    with farm_lock(opts.journal_root, inventory, "rollback"):
+        inv = load_inventory(inventory)
+        hosts = inv.select(opts.limit)
+        probed = probe_fleet(hosts, opts.probe or ProbeOptions())
+        unreachable = [r.host for r in probed if r.facts is None]
+        no_snapshot = [
+            r.host for r in probed
+            if r.facts is not None and not (r.facts.pivot and r.facts.pivot.snapshot_id)
+        ]  # fmt: skip
+        if no_snapshot:
+            raise BadInputError(
+                f"{', '.join(no_snapshot)}: no rigpivot snapshot on the rig (never converted), "
+                "so there is nothing to roll back to; leave them out with --limit"
+            )
+        todo = [r.host for r in probed if r.facts is not None]
+        run_id, journal = _new_journal(opts.journal_root)
+        report = RunReport(
+            run_id=run_id, command="rollback", inventory=str(inventory), check=opts.check,
+            journal=str(journal), started=_now(),
+        )  # fmt: skip
+        report.rigs += [RigResult(host=h, outcome="unreachable") for h in unreachable]
+        if todo and confirm(todo):
+            play = run_playbook(
+                "rollback.yml", [inventory], todo, journal / "ansible" / "001-rollback",
+                extravars={"rigpivot_batch_size": max(1, opts.batch_size)}, check=opts.check,
+                on_event=on_event,
+            )  # fmt: skip
+            for host in todo:
+                rig = play.rigs[host]
+                if rig.ok:
+                    report.rigs.append(RigResult(host=host, outcome="mining"))
+                else:
+                    report.rigs.append(
+                        RigResult(
+                            host=host,
+                            outcome="failed" if rig.unreachable else "quarantined",
+                            detail=f"{rig.failed_task}: {rig.message}",
+                        )
+                    )
+        report.finished = _now()
+        _save(journal, report)
+        return report
+
+
+def _save(journal: Path, report: RunReport) -> None:
+    from toolkit.report import run_html
+
+    (journal / "report.json").write_text(report.model_dump_json(indent=2))
+    (journal / "report.html").write_text(run_html(report))
+
+
+def load_report(path: Path) -> RunReport:
+    return RunReport.model_validate(json.loads(path.read_text()))

@@ -1,0 +1,87 @@
+"""Plan a conversion: which rigs to convert, in which batches, with which engine and GPUs.
+
+Pure: from preflight's verdicts to a plan. Unfit rigs are never in a batch; rigs already
+serving (`ai`) are left alone; unreachable rigs are skipped and reported.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from toolkit.models import FleetReport, RigVerdict
+
+Action = Literal["convert", "already-ai", "untouched", "unreachable", "quarantined"]
+
+
+class RigPlan(BaseModel):
+    host: str
+    action: Action
+    reason: str = ""
+    engine: str | None = None
+    model: str | None = None
+    model_file: str | None = None
+    gpus: list[int] = []
+    state: str | None = None
+
+    def role_vars(self) -> dict[str, Any]:
+        """What the roles need from preflight, as role variables. The operator's inventory
+        is layered over these, so it can pin any of them (the lab pins a CPU engine)."""
+        return {
+            "inference_server_engine": self.engine,
+            "inference_server_gpus": self.gpus,
+            "inference_server_model_file": self.model_file,
+            "validate_expected_gpus": len(self.gpus),
+        }
+
+
+class Plan(BaseModel):
+    rigs: list[RigPlan]
+    batches: list[list[str]]
+
+    def of(self, action: Action) -> list[RigPlan]:
+        return [r for r in self.rigs if r.action == action]
+
+
+def _model_file(v: RigVerdict) -> str | None:
+    if v.model is None:
+        return None
+    # The farm's model store names files model-quant (a GGUF for llama.cpp, a directory for vLLM).
+    suffix = ".gguf" if v.model.engine == "llama.cpp" else ""
+    return f"{v.model.model}-{v.model.quant.lower()}{suffix}"
+
+
+def plan_conversion(report: FleetReport, batch_size: int) -> Plan:
+    rigs: list[RigPlan] = []
+    for v in report.rigs:
+        pivot = v.facts.pivot if v.facts else None
+        state = pivot.state if pivot else None
+        if v.status == "unreachable":
+            rigs.append(RigPlan(host=v.host, action="unreachable", reason=v.error or ""))
+        elif state == "quarantined":
+            why = "quarantined by an earlier run: inspect it, then roll it back"
+            rigs.append(RigPlan(host=v.host, action="quarantined", state=state, reason=why))
+        elif v.verdict != "fit":
+            rigs.append(RigPlan(host=v.host, action="untouched", reason="; ".join(v.reasons)))
+        elif state == "ai":
+            model = v.model.model_name if v.model else None
+            rigs.append(
+                RigPlan(host=v.host, action="already-ai", state=state, engine=v.engine, model=model)
+            )
+        else:
+            rigs.append(
+                RigPlan(
+                    host=v.host,
+                    action="convert",
+                    state=state or "mining",
+                    engine=v.engine,
+                    model=f"{v.model.model_name} {v.model.quant}" if v.model else None,
+                    model_file=_model_file(v),
+                    gpus=sorted(c.index for c in v.cards if c.fit and c.index is not None),
+                    reason="resuming from " + state if state and state != "mining" else "",
+                )
+            )
+    todo = [r.host for r in rigs if r.action == "convert"]
+    size = max(1, batch_size)
+    return Plan(rigs=rigs, batches=[todo[i : i + size] for i in range(0, len(todo), size)])

@@ -1,0 +1,150 @@
+"""ansible-runner's one home: run a playbook, stream its events, return per-rig outcomes.
+
+Python and Ansible meet at the private data directory: inventory, extravars and options go
+in; status, rc, stats and events come back. A fresh private data directory is made for every
+run, because ansible-runner persists `env/cmdline` and `env/extravars` and a later run in the
+same directory would silently reuse them (e.g. stay in --check).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from toolkit.errors import RigpivotError
+
+log = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PLAYBOOKS = REPO_ROOT / "playbooks"
+
+
+@dataclass
+class RigOutcome:
+    host: str
+    ok: bool = True
+    unreachable: bool = False
+    changed: int = 0
+    failed_task: str | None = None
+    message: str | None = None
+    last_task: str | None = None
+
+
+@dataclass
+class PlayResult:
+    playbook: str
+    status: str
+    rc: int
+    rigs: dict[str, RigOutcome] = field(default_factory=dict)
+    artifacts: Path | None = None
+
+    def failed(self) -> list[str]:
+        return [h for h, r in self.rigs.items() if not r.ok]
+
+
+@dataclass
+class TaskEvent:
+    """What the CLI shows while a play runs."""
+
+    host: str
+    task: str
+    role: str | None
+    status: str  # ok, changed, failed, unreachable, skipped, started
+
+
+def _failure_message(res: dict[str, Any]) -> str:
+    if res.get("_ansible_no_log") or res.get("censored"):
+        return "(output hidden: the task handles secrets)"
+    for key in ("msg", "stderr", "reason"):
+        if res.get(key):
+            text = str(res[key]).strip()
+            return text.splitlines()[-1][:500] if key == "stderr" else text[:500]
+    return "failed"
+
+
+def run_playbook(
+    playbook: str,
+    inventories: Sequence[Path],
+    limit: Sequence[str],
+    private_dir: Path,
+    extravars: dict[str, Any] | None = None,
+    check: bool = False,
+    forks: int = 16,
+    on_event: Callable[[TaskEvent], None] = lambda _e: None,
+) -> PlayResult:
+    """Run playbooks/<playbook> on `limit` hosts and tell how each rig fared."""
+    private_dir.mkdir(parents=True, exist_ok=False)
+    result = PlayResult(playbook=playbook, status="unknown", rc=-1)
+    for host in limit:
+        result.rigs[host] = RigOutcome(host=host)
+
+    def handle(event: dict[str, Any]) -> bool:
+        data = event.get("event_data") or {}
+        host = data.get("host")
+        kind = event.get("event", "")
+        if not host or host not in result.rigs:
+            return True
+        rig = result.rigs[host]
+        task = str(data.get("task") or "")
+        role = data.get("role")
+        if kind == "runner_on_start":
+            rig.last_task = task
+            on_event(TaskEvent(host, task, role, "started"))
+        elif kind == "runner_on_ok":
+            changed = bool((data.get("res") or {}).get("changed"))
+            rig.changed += int(changed)
+            on_event(TaskEvent(host, task, role, "changed" if changed else "ok"))
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            rig.ok = False
+            rig.failed_task = f"{role}: {task}" if role else task
+            rig.message = _failure_message(data.get("res") or {})
+            on_event(TaskEvent(host, task, role, "failed"))
+        elif kind == "runner_on_unreachable":
+            rig.ok, rig.unreachable = False, True
+            rig.failed_task = task
+            rig.message = _failure_message(data.get("res") or {})
+            on_event(TaskEvent(host, task, role, "unreachable"))
+        return True
+
+    env = {
+        "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
+        "ANSIBLE_LIBRARY": str(REPO_ROOT / "toolkit" / "modules"),
+        "ANSIBLE_NOCOLOR": "1",
+        # runner's own process environment, not the operator's shell: keep PATH for ssh.
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    try:
+        runner = ansible_runner.run(
+            private_data_dir=str(private_dir),
+            project_dir=str(REPO_ROOT),
+            playbook=str(PLAYBOOKS / playbook),
+            inventory=[str(p.resolve()) for p in inventories],
+            limit=",".join(limit),
+            extravars=extravars or {},
+            cmdline="--check --diff" if check else None,
+            envvars=env,
+            forks=forks,
+            quiet=True,
+            event_handler=handle,
+        )
+    except Exception as e:  # runner raises bare exceptions for setup problems
+        raise RigpivotError(f"could not start ansible-runner for {playbook}: {e}") from e
+    result.status, result.rc = str(runner.status), int(runner.rc or 0)
+    result.artifacts = Path(runner.config.artifact_dir)
+    if runner.status in ("failed", "timeout", "canceled") and all(
+        r.ok for r in result.rigs.values()
+    ):
+        # The play failed before reaching any rig (syntax error, bad inventory...).
+        for rig in result.rigs.values():
+            rig.ok = False
+            rig.message = (
+                f"playbook {playbook} {runner.status} (rc {runner.rc}); see {result.artifacts}"
+            )
+    return result
