@@ -1,0 +1,55 @@
+"""Planning a conversion from preflight's verdicts."""
+
+from __future__ import annotations
+
+from tests.unit.factories import card, rig
+from toolkit.inventory import Host
+from toolkit.models import FleetReport, RigVerdict
+from toolkit.plan import plan_conversion
+from toolkit.policy import Policy, judge_rig
+
+
+def fleet(**rigs) -> FleetReport:
+    verdicts = [judge_rig(Host(name), facts, Policy()) for name, facts in rigs.items()]
+    verdicts.append(RigVerdict(host="gone", address="10.0.0.9:22", status="unreachable",
+                               error="cannot reach", verdict="unknown"))  # fmt: skip
+    return FleetReport(inventory="farm.ini", rigs=verdicts)
+
+
+def test_unfit_rigs_are_never_planned_for_conversion():
+    plan = plan_conversion(fleet(amd=rig(card("rx580")), good=rig(card("rtx3060"))), 5)
+    actions = {r.host: r.action for r in plan.rigs}
+    assert actions == {"amd": "untouched", "good": "convert", "gone": "unreachable"}
+    assert plan.batches == [["good"]]
+
+
+def test_converted_rigs_are_left_alone_and_interrupted_ones_resume():
+    plan = plan_conversion(
+        fleet(done=rig(card("rtx3060"), state="ai"), half=rig(card("rtx3060"), state="drained")),
+        5,
+    )
+    by = {r.host: r for r in plan.rigs}
+    assert by["done"].action == "already-ai"
+    assert by["half"].action == "convert" and by["half"].reason == "resuming from drained"
+
+
+def test_quarantined_rigs_wait_for_the_operator():
+    plan = plan_conversion(fleet(q=rig(card("rtx3060"), state="quarantined")), 5)
+    assert plan.rigs[0].action == "quarantined" and plan.batches == []
+
+
+def test_batches_follow_batch_size():
+    rigs = {f"r{i}": rig(card("rtx3060")) for i in range(5)}
+    assert plan_conversion(fleet(**rigs), 2).batches == [["r0", "r1"], ["r2", "r3"], ["r4"]]
+
+
+def test_mixed_rig_serves_only_its_fit_cards_with_one_engine():
+    facts = rig(card("rtx3060", 0), card("p106", 1), card("rx580", 2))
+    r = plan_conversion(fleet(mixed=facts), 1).rigs[0]
+    assert r.gpus == [0, 1] and r.engine == "llama.cpp"
+    assert r.role_vars() == {
+        "inference_server_engine": "llama.cpp",
+        "inference_server_gpus": [0, 1],
+        "inference_server_model_file": "llama-3.1-8b-q4_k_m.gguf",
+        "validate_expected_gpus": 2,
+    }
