@@ -24,6 +24,7 @@ demo: lab-deps venv
 	$(BIN)/rigpivot lab up --rigs $(RIGS) --profile $(PROFILE)
 	$(BIN)/rigpivot preflight --inventory inventories/lab/farm.ini \
 		--json reports/preflight.json --html reports/preflight.html
+	$(BIN)/rigpivot convert --inventory inventories/lab/farm.ini --yes --journal runs
 
 lint: venv
 	$(BIN)/ruff check toolkit tests

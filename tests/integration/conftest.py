@@ -6,8 +6,10 @@ directory), so tests never touch a lab an operator brought up with `make demo`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -48,6 +50,36 @@ class Rack:
                 f"{rig}: {command!r} exited {proc.returncode}:\n{proc.stdout}{proc.stderr}"
             )
         return proc.stdout
+
+    @contextlib.contextmanager
+    def forward(self, rig: str, port: int) -> Iterator[int]:
+        """A local port forwarded over SSH to `port` on the rig (rig ports are not published:
+        an operator reaches a rig's services the same way, or from the farm network)."""
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            local = s.getsockname()[1]
+        proc = subprocess.Popen(
+            ["ssh", "-F", str(self.lab.ssh_config), "-N", "-o", "ExitOnForwardFailure=yes",
+             "-L", f"127.0.0.1:{local}:127.0.0.1:{port}", rig],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+        def is_open() -> bool:
+            with socket.socket() as c:
+                return c.connect_ex(("127.0.0.1", local)) == 0
+
+        try:
+            wait_for(is_open, 20, f"an SSH forward to {rig}:{port}", every=0.2)
+            yield local
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+    def sha256s(self, rig: str, *paths: str) -> dict[str, str]:
+        """sha256 of every file under `paths` on the rig (missing paths are skipped)."""
+        out = self.ssh(rig, "find " + " ".join(paths) + " -type f -print0 2>/dev/null | "
+                       "sort -z | xargs -0 -r sha256sum", check=False)  # fmt: skip
+        return {line.split(None, 1)[1]: line.split()[0] for line in out.splitlines()}
 
     def restart_count(self, rig: str) -> int:
         info = pm.inspect(self.container(rig))

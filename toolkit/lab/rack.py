@@ -31,6 +31,7 @@ from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, LabError
 from toolkit.lab import image as lab_image
+from toolkit.lab import models as lab_models
 from toolkit.lab import podman as pm
 from toolkit.lab.catalog import (
     MIRROR_HOST,
@@ -270,7 +271,7 @@ class Lab:
     def _ensure_farm(self, image: str, specs: list[RigSpec], port: int) -> int:
         farm = self.state_dir / "farm"
         self._build_apt_repo(farm / "apt")
-        (farm / "models").mkdir(parents=True, exist_ok=True)
+        lab_models.publish(farm)  # the tiny model and the engine's wheelhouse
         self._publish_dashboard(farm / "hive", specs)
         current = pm.inspect(self.farm_container)
         if current and current["Config"]["Image"] == image and port:
@@ -377,6 +378,11 @@ class Lab:
             f"ansible_ssh_common_args='-o UserKnownHostsFile={kh} -o StrictHostKeyChecking=yes'",
             f"rigpivot_known_hosts={kh}",
             f"rigpivot_farm_mirror_url=http://{MIRROR_HOST}:{MIRROR_PORT}",
+            "# The lab has no GPU: every converted rig serves the lab's tiny model on CPU with",
+            "# llama.cpp. Preflight's engine and model choices still show in plans and reports.",
+            "inference_server_engine=llama.cpp",
+            "inference_server_gpu_layers=0",
+            f"inference_server_model_file={lab_models.MODEL_FILE}",
         ]
         self.inventory.write_text("\n".join(ini) + "\n")
         hosts = []

@@ -5,10 +5,13 @@ A miner is a process whose program name is a known miner's, or one that holds a 
 nvidia-smi's compute apps. Each is mapped to the systemd unit that runs it (its cgroup), so
 the role can stop and disable the unit rather than kill a process a Restart= brings back.
 
-Usage: find_miners.py NAMES PROTECTED
-  NAMES      comma-separated miner program names (case-insensitive)
-  PROTECTED  comma-separated unit patterns (fnmatch) whose processes are never miners:
-             the USB watchdog pinger, the lab's hardware, rigpivot's own inference engine.
+Usage: find_miners.py NAMES IGNORED SHARED
+  NAMES    comma-separated miner program names (case-insensitive)
+  IGNORED  comma-separated unit patterns (fnmatch) whose processes are never miners: the USB
+           watchdog pinger, the lab's hardware, rigpivot's own inference engine
+  SHARED   unit patterns that host other things than the miner (ssh.service holds every
+           shell on a rig without logind, cron.service every cron job): never stopped, the
+           miner in them is signalled as if it had no unit
 Prints one JSON object. Runs on the rig's python3 (3.6+ on old HiveOS images).
 """
 
@@ -94,7 +97,8 @@ def unit_file_state(unit):
 
 def main():
     names = {n.strip().lower() for n in sys.argv[1].split(",") if n.strip()}
-    protected = [p.strip() for p in sys.argv[2].split(",") if p.strip()]
+    ignored_units = [p.strip() for p in sys.argv[2].split(",") if p.strip()]
+    shared_units = [p.strip() for p in sys.argv[3].split(",") if p.strip()]
     me = os.getpid()
     on_gpu, nvidia_smi = gpu_pids()
     miners, ignored = [], []
@@ -110,10 +114,14 @@ def main():
             "pid": pid,
             "name": hits[0] if hits else (read("/proc/%s/comm" % pid) or "?").strip(),
             "unit": unit,
+            "host": unit,
             "by": (["name"] if hits else []) + (["gpu"] if pid in on_gpu else []),
         }
-        if unit and any(fnmatch.fnmatch(unit, p) for p in protected):
+        if unit and any(fnmatch.fnmatch(unit, p) for p in ignored_units):
             ignored.append(found)
+            continue
+        if unit and any(fnmatch.fnmatch(unit, p) for p in shared_units):
+            found["unit"] = None
         elif read("/proc/%s/cmdline" % pid) is not None:  # still there (not a race)
             miners.append(found)
     json.dump(
@@ -126,6 +134,7 @@ def main():
             ],
             "orphans": sorted(m["pid"] for m in miners if not m["unit"]),
             "ignored": ignored,
+            "shared": sorted({m["host"] for m in miners if m["host"] and not m["unit"]}),
         },
         sys.stdout,
     )

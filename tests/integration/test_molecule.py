@@ -1,0 +1,31 @@
+"""Every role's Molecule scenarios (check, converge, idempotence, verify on lab rigs), run
+from pytest so that `make test` runs them too."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIOS = sorted(REPO.glob("roles/*/molecule/*/molecule.yml"))
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.mark.parametrize(
+    "scenario", SCENARIOS, ids=[f"{p.parts[-4]}:{p.parts[-2]}" for p in SCENARIOS]
+)
+def test_role_scenario(scenario: Path):
+    role_dir, name = scenario.parents[2], scenario.parent.name
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.pop("ANSIBLE_CONFIG", None)
+    proc = subprocess.run(
+        ["molecule", "test", "-s", name], cwd=role_dir, env=env,
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
+    assert proc.returncode == 0, f"molecule test -s {name} in {role_dir.name} failed:\n{tail}"

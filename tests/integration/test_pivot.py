@@ -1,0 +1,162 @@
+"""The pivot end to end on a mixed lab rack: convert --check, convert, a second convert,
+rollback. Tests run in file order on one rack, as an operator's session would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.integration.conftest import Rack, wait_for
+
+pytestmark = pytest.mark.lab
+
+# rig01 mixed (2x 3060 + 2x P106 + 2x RX 580), rig02 2x 3090 plain Linux,
+# rig03 6x RX 580 (unfit), rig04 4x CMP 90HX
+PROFILE = "hive-mixed6,linux-3090x2,hive-rx580x6,hive-cmp90hx4"
+FIT = ["rig01", "rig02", "rig04"]
+MINING_PATHS = ("/hive-config", "/opt/lolminer", "/etc/systemd/system/lolminer.service",
+                "/etc/apt", "/etc/modprobe.d", "/etc/ssh")  # fmt: skip
+UNITS = "hive-miner hive-watchdog hive-autofan hive-agent hive-hello hive-usbwd lolminer"
+
+
+@pytest.fixture(scope="module")
+def rack(lab_factory) -> Rack:
+    return lab_factory(4, PROFILE)
+
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def before(rack: Rack) -> dict[str, dict[str, object]]:
+    """Each rig as the operator left it: file checksums and unit states."""
+    return {rig: snapshot_of(rack, rig) for rig in rack.rigs}
+
+
+def snapshot_of(rack: Rack, rig: str) -> dict[str, object]:
+    units = rack.ssh(rig, f"for u in {UNITS}; do echo $u $(systemctl is-enabled $u 2>&1 | head -1);"
+                          " done", check=False)  # fmt: skip
+    return {"files": rack.sha256s(rig, *MINING_PATHS), "units": units}
+
+
+def rigpivot(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["rigpivot", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def report(journal: Path) -> dict:
+    latest = sorted(p for p in journal.iterdir() if (p / "report.json").exists())[-1]
+    return json.loads((latest / "report.json").read_text())
+
+
+def outcomes(rep: dict) -> dict[str, str]:
+    return {r["host"]: r["outcome"] for r in rep["rigs"]}
+
+
+def state(rack: Rack, rig: str) -> str:
+    out = rack.ssh(rig, "cat /var/lib/rigpivot/state.json 2>/dev/null", check=False)
+    return json.loads(out)["state"] if out else "mining"
+
+
+def hashing(rack: Rack, rig: str) -> bool:
+    if rack.rigs[rig] == "linux-3090x2":
+        return rack.ssh(rig, "pgrep -f lolMiner", check=False) != ""
+    return float(rack.ssh(rig, "cat /run/hive/khs 2>/dev/null || echo 0", check=False) or 0) > 0
+
+
+def test_convert_check_changes_nothing(rack, journal, before):
+    proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--check", "--journal", str(journal))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert outcomes(report(journal)) == {
+        "rig01": "would-convert", "rig02": "would-convert", "rig03": "untouched",
+        "rig04": "would-convert",
+    }  # fmt: skip
+    for rig in rack.rigs:
+        assert snapshot_of(rack, rig) == before[rig], f"--check changed {rig}"
+        assert state(rack, rig) == "mining"
+        assert hashing(rack, rig)
+
+
+def test_convert_converts_fit_rigs_and_leaves_the_unfit_one_mining(rack, journal, before):
+    proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--yes", "--batch-size", "2",
+                    "--journal", str(journal))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rep = report(journal)
+    assert outcomes(rep) == {
+        "rig01": "converted", "rig02": "converted", "rig03": "untouched", "rig04": "converted",
+    }  # fmt: skip
+    for rig in FIT:
+        assert state(rack, rig) == "ai"
+    # The unfit rig was never touched: same files, same units, still hashing, no record.
+    assert snapshot_of(rack, "rig03") == before["rig03"]
+    assert rack.ssh("rig03", "test -e /var/lib/rigpivot && echo yes", check=False) == ""
+    assert hashing(rack, "rig03")
+
+
+def test_no_watchdog_rebooted_a_rig_during_conversion(rack):
+    for rig in rack.rigs:
+        assert rack.ssh(rig, "cat /var/log/lab/reboots.log 2>/dev/null", check=False) == ""
+
+
+def test_every_endpoint_answers_the_openai_client(rack, journal):
+    rep = report(journal)
+    for r in rep["rigs"]:
+        if r["outcome"] != "converted":
+            continue
+        assert r["endpoints"], r
+        for url in r["endpoints"]:
+            port = int(url.rsplit(":", 1)[1].split("/")[0])
+            with rack.forward(r["host"], port) as local:
+                client = openai.OpenAI(base_url=f"http://127.0.0.1:{local}/v1", api_key="lab")
+                model = client.models.list().data[0].id
+                done = client.completions.create(model=model, prompt="Hello", max_tokens=8)
+                assert done.choices and done.choices[0].text is not None
+                chat = client.chat.completions.create(
+                    model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=8
+                )
+                assert chat.choices[0].message.content is not None
+
+
+def test_a_second_convert_changes_nothing(rack, journal):
+    converted = {rig: snapshot_of(rack, rig) for rig in FIT}
+    proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--yes", "--journal", str(journal))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rep = report(journal)
+    assert {h: o for h, o in outcomes(rep).items() if h in FIT} == dict.fromkeys(FIT, "already-ai")
+    assert not (Path(rep["journal"]) / "ansible").exists(), "no play ran"
+    for rig in FIT:
+        assert snapshot_of(rack, rig) == converted[rig]
+
+
+def test_status_shows_each_rigs_state(rack):
+    proc = rigpivot("status", "-i", str(rack.lab.inventory))
+    assert proc.returncode == 0, proc.stderr
+    lines = {ln.split()[1]: ln for ln in proc.stdout.splitlines() if "rig0" in ln}
+    assert all("ai" in lines[r] for r in FIT) and "mining" in lines["rig03"]
+
+
+def test_rollback_returns_rigs_to_mining_byte_for_byte(rack, journal, before):
+    proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--limit", ",".join(FIT), "--yes",
+                    "--journal", str(journal))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert outcomes(report(journal)) == dict.fromkeys(FIT, "mining")
+    for rig in FIT:
+        assert state(rack, rig) == "mining"
+        wait_for(lambda rig=rig: hashing(rack, rig), 60, f"{rig} to hash again")
+        assert snapshot_of(rack, rig) == before[rig], f"{rig} differs from before conversion"
+        if rack.rigs[rig].startswith("hive-"):
+            assert rack.ssh(rig, "systemctl is-active hive-watchdog").strip() == "active"
+    for rig in rack.rigs:
+        assert rack.ssh(rig, "cat /var/log/lab/reboots.log 2>/dev/null", check=False) == ""
+
+
+def test_rollback_of_a_rig_that_was_never_converted_is_refused(rack, journal):
+    proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--limit", "rig03", "--yes",
+                    "--journal", str(journal))  # fmt: skip
+    assert proc.returncode == 2
+    assert "rig03: no rigpivot snapshot on the rig" in proc.stderr
