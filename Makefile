@@ -27,9 +27,10 @@ demo: lab-deps venv
 	$(BIN)/rigpivot convert --inventory inventories/lab/farm.ini --yes --journal runs
 
 lint: venv
-	$(BIN)/ruff check toolkit tests
-	$(BIN)/ruff format --check toolkit tests
+	$(BIN)/ruff check toolkit tests benchmarks
+	$(BIN)/ruff format --check toolkit tests benchmarks
 	$(BIN)/mypy
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint -q
 
 test: lab-deps venv lint
 	$(BIN)/pytest $(PYTEST_ARGS)

@@ -11,15 +11,19 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCENARIOS = sorted(REPO.glob("roles/*/molecule/*/molecule.yml"))
+# Each role's scenarios, then the project's own (molecule/pivot: convert and rollback).
+SCENARIOS = sorted(REPO.glob("roles/*/molecule/*/molecule.yml")) + sorted(
+    REPO.glob("molecule/*/molecule.yml")
+)
 
 pytestmark = pytest.mark.lab
 
 
 @pytest.mark.parametrize(
-    "scenario", SCENARIOS, ids=[f"{p.parts[-4]}:{p.parts[-2]}" for p in SCENARIOS]
+    "scenario", SCENARIOS, ids=[str(p.parent.relative_to(REPO)) for p in SCENARIOS]
 )
 def test_role_scenario(scenario: Path):
+    # molecule runs from the directory holding molecule/<scenario>/
     role_dir, name = scenario.parents[2], scenario.parent.name
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     env.pop("ANSIBLE_CONFIG", None)

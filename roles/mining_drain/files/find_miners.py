@@ -122,7 +122,7 @@ def main():
             continue
         if unit and any(fnmatch.fnmatch(unit, p) for p in shared_units):
             found["unit"] = None
-        elif read("/proc/%s/cmdline" % pid) is not None:  # still there (not a race)
+        if read("/proc/%s/cmdline" % pid) is not None:  # still there (not a race)
             miners.append(found)
     json.dump(
         {
