@@ -9,6 +9,7 @@ from toolkit.inventory import load_inventory
 from toolkit.models import FleetReport, RigVerdict
 from toolkit.policy import judge_rig, policy_for
 from toolkit.probe import ProbeOptions, ProbeResult, probe_fleet
+from toolkit.rolevars import check_role_vars
 
 
 def run_preflight(
@@ -21,6 +22,8 @@ def run_preflight(
     hosts = inv.select(limit)
     # Every host's policy is checked before the first SSH connection: bad input touches nothing.
     policies = {h.name: policy_for(h) for h in hosts}
+    for h in hosts:
+        check_role_vars(h)
     base = opts or ProbeOptions()
     results = probe_fleet(hosts, base, on_result)
     rigs: list[RigVerdict] = []

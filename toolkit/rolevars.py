@@ -1,0 +1,84 @@
+"""Check a farm file's role variables against the roles' `meta/argument_specs.yml`, before
+any rig is touched: a misspelt `inference_server_engin` would otherwise be silently ignored
+and the role would run with its default."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from toolkit.errors import BadInputError
+from toolkit.inventory import Host
+
+ROLES = Path(__file__).resolve().parents[1] / "roles"
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "path": (str,),
+    "raw": (object,),
+    "int": (int,),
+    "float": (int, float),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
+}
+
+
+@functools.cache
+def role_options() -> dict[str, dict[str, dict[str, Any]]]:
+    """role name -> {variable: its argument spec}"""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for spec in sorted(ROLES.glob("*/meta/argument_specs.yml")):
+        data = yaml.safe_load(spec.read_text()) or {}
+        options: dict[str, dict[str, Any]] = {}
+        for entry in (data.get("argument_specs") or {}).values():
+            options.update(entry.get("options") or {})
+        out[spec.parents[1].name] = options
+    return out
+
+
+def _role_of(var: str) -> str | None:
+    # the longest role name that prefixes the variable: `mining_restore_x` is mining_restore's
+    matches = [r for r in role_options() if var.startswith(r + "_")]
+    return max(matches, key=len) if matches else None
+
+
+def check_role_vars(host: Host) -> None:
+    problems: list[str] = []
+    for var, value in host.vars.items():
+        role = _role_of(var)
+        if role is None:
+            continue
+        where = host.origin.get(var, "inventory")
+        spec = role_options()[role].get(var)
+        if spec is None:
+            near = difflib.get_close_matches(var, list(role_options()[role]), n=1)
+            hint = (
+                f"; did you mean {near[0]}?"
+                if near
+                else f"; see roles/{role}/meta/argument_specs.yml"
+            )
+            problems.append(
+                f"{where}: {var} (host {host.name}) is not a variable of role {role}{hint}"
+            )
+            continue
+        kind = str(spec.get("type", "str"))
+        if isinstance(value, str) and "{{" in value:
+            continue  # a template: Ansible resolves it at run time
+        ok = isinstance(value, _TYPES.get(kind, (object,)))
+        if kind in ("int", "float") and isinstance(value, bool):
+            ok = False
+        if kind == "str" and isinstance(value, int | float) and not isinstance(value, bool):
+            ok = True  # INI `x=550` means the string "550" to Ansible's str options
+        if not ok:
+            problems.append(f"{where}: {var} (host {host.name}) must be {kind}, got {value!r}")
+        elif spec.get("choices") and value not in spec["choices"]:
+            problems.append(
+                f"{where}: {var} (host {host.name}) must be one of {spec['choices']}, got {value!r}"
+            )
+    if problems:
+        raise BadInputError("\n".join(problems))
