@@ -11,12 +11,11 @@ module: rig_state
 short_description: Record a rig's pivot state (mining, snapshotted, ..., ai) on the rig.
 options:
   state:
-    description: The state the rig has reached.
+    description: The state the rig has reached; omit it to record facts only.
     type: str
-    required: true
     choices: [mining, snapshotted, drained, stack_installed, serving, hardened, ai, quarantined]
   step:
-    description: The role or step that reached it.
+    description: The role or step that reached it (or recorded the facts).
     type: str
     required: true
   facts:
@@ -50,7 +49,7 @@ def rank(state):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", required=True, choices=[*ORDER, "quarantined"]),
+            state=dict(type="str", required=False, choices=[*ORDER, "quarantined"]),
             step=dict(type="str", required=True),
             facts=dict(type="dict", default={}),
             force=dict(type="bool", default=False),
@@ -70,8 +69,9 @@ def main():
     after = json.loads(json.dumps(before))
     moved = False
     current = before.get("state", "mining")
-    if p["state"] != current and (p["force"] or rank(p["state"]) > rank(current)):
-        after["state"], after["step"], moved = p["state"], p["step"], True
+    wanted = p["state"] or current
+    if wanted != current and (p["force"] or rank(wanted) > rank(current)):
+        after["state"], after["step"], moved = wanted, p["step"], True
     merged = dict(before.get("facts") or {})
     merged.update(p["facts"])
     after["facts"] = merged
