@@ -170,8 +170,7 @@ def convert(
             _save(journal, report)
             return report
 
-        # The plan's choices are an inventory layered *under* the operator's: anything the
-        # farm file sets (the lab pins a CPU engine and its tiny model) wins.
+        # The plan's choices go in as host variables the roles' defaults fall back to.
         plan_inv = journal / "plan-inventory.yml"
         hosts = {r.host: r.role_vars() for r in plan.of("convert")}
         for v in hosts.values():
@@ -187,11 +186,13 @@ def convert(
                 on_event=on_event,
             )  # fmt: skip
             failed = play.failed()
+            # Rigs the play never reached (it failed to start) were not changed: nothing to undo.
+            touched = [h for h in failed if play.rigs[h].reached]
             rolled: PlayResult | None = None
-            if failed and not opts.check:
-                on_stage(f"batch {n}: rolling back {', '.join(failed)}")
+            if touched and not opts.check:
+                on_stage(f"batch {n}: rolling back {', '.join(touched)}")
                 rolled = run_playbook(
-                    "rollback.yml", [inventory], failed,
+                    "rollback.yml", [inventory], touched,
                     journal / "ansible" / f"{n:03d}-rollback", on_event=on_event,
                 )  # fmt: skip
             for host in batch:
@@ -204,6 +205,8 @@ def convert(
                     res.detail = "" if rig.ok else f"{rig.failed_task}: {rig.message}"
                 elif rig.ok:
                     res.endpoints = _endpoints(verdicts[host].address, rp.gpus)
+                elif not rig.reached:
+                    res.outcome, res.detail = "failed", f"not started: {rig.message}"
                 else:
                     why = f"{rig.failed_task}: {rig.message}"
                     back = rolled.rigs[host] if rolled else None

@@ -23,16 +23,19 @@ class RigPlan(BaseModel):
     model: str | None = None
     model_file: str | None = None
     gpus: list[int] = []
+    nvidia_gpus: int = 0  # NVIDIA cards preflight saw: all must still answer after conversion
     state: str | None = None
 
     def role_vars(self) -> dict[str, Any]:
-        """What the roles need from preflight, as role variables. The operator's inventory
-        is layered over these, so it can pin any of them (the lab pins a CPU engine)."""
+        """Preflight's choices for the rig, as `rigpivot_plan_*` host variables. The roles'
+        defaults fall back to them (`inference_server_engine` defaults to
+        `rigpivot_plan_engine`), so anything the farm file sets, at any level, wins: the lab
+        pins a CPU engine and its tiny model that way."""
         return {
-            "inference_server_engine": self.engine,
-            "inference_server_gpus": self.gpus,
-            "inference_server_model_file": self.model_file,
-            "validate_expected_gpus": len(self.gpus),
+            "rigpivot_plan_engine": self.engine,
+            "rigpivot_plan_gpus": self.gpus,
+            "rigpivot_plan_model_file": self.model_file,
+            "rigpivot_plan_nvidia_gpus": self.nvidia_gpus,
         }
 
 
@@ -79,6 +82,9 @@ def plan_conversion(report: FleetReport, batch_size: int) -> Plan:
                     model=f"{v.model.model_name} {v.model.quant}" if v.model else None,
                     model_file=_model_file(v),
                     gpus=sorted(c.index for c in v.cards if c.fit and c.index is not None),
+                    nvidia_gpus=sum(
+                        1 for c in v.cards if c.vendor == "nvidia" and c.index is not None
+                    ),
                     reason="resuming from " + state if state and state != "mining" else "",
                 )
             )

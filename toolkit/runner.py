@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ class RigOutcome:
     failed_task: str | None = None
     message: str | None = None
     last_task: str | None = None
+    reached: bool = False  # any task ran on the rig
 
 
 @dataclass
@@ -91,6 +93,7 @@ def run_playbook(
         if not host or host not in result.rigs:
             return True
         rig = result.rigs[host]
+        rig.reached = True
         task = str(data.get("task") or "")
         role = data.get("role")
         if kind == "runner_on_start":
@@ -117,8 +120,10 @@ def run_playbook(
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
         "ANSIBLE_LIBRARY": str(REPO_ROOT / "toolkit" / "modules"),
         "ANSIBLE_NOCOLOR": "1",
-        # runner's own process environment, not the operator's shell: keep PATH for ssh.
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        # ansible-playbook from the same install as this toolkit, then the system's ssh.
+        "PATH": os.pathsep.join(
+            [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]
+        ),
     }
     try:
         runner = ansible_runner.run(

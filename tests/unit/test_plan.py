@@ -48,8 +48,8 @@ def test_mixed_rig_serves_only_its_fit_cards_with_one_engine():
     r = plan_conversion(fleet(mixed=facts), 1).rigs[0]
     assert r.gpus == [0, 1] and r.engine == "llama.cpp"
     assert r.role_vars() == {
-        "inference_server_engine": "llama.cpp",
-        "inference_server_gpus": [0, 1],
-        "inference_server_model_file": "llama-3.1-8b-q4_k_m.gguf",
-        "validate_expected_gpus": 2,
+        "rigpivot_plan_engine": "llama.cpp",
+        "rigpivot_plan_gpus": [0, 1],
+        "rigpivot_plan_model_file": "llama-3.1-8b-q4_k_m.gguf",
+        "rigpivot_plan_nvidia_gpus": 2,
     }
