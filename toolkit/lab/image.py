@@ -32,7 +32,7 @@ SUITE = "bookworm"
 # What a mining rig's OS has, plus what Ansible needs on a target (python3-apt for the apt
 # module). No gcc: the simulated NVML library is compiled on the host.
 BASE_PACKAGES = (
-    "python3,python3-apt,python3-venv,openssh-server,sudo,iproute2,iputils-ping,netcat-openbsd,systemd,"
+    "python3,python3-apt,python3-venv,libgomp1,openssh-server,sudo,iproute2,iputils-ping,netcat-openbsd,systemd,"
     "systemd-sysv,dbus,kmod,procps,pciutils,nftables,iptables,curl,ca-certificates,gnupg,"
     "jq,screen,less,lsb-release"
 )
