@@ -129,9 +129,9 @@ def _new_journal(root: Path) -> tuple[str, Path]:
     return run_id, path
 
 
-def _endpoints(address: str, gpus: list[int], base_port: int = 8000) -> list[str]:
+def _endpoints(address: str, ports: list[int]) -> list[str]:
     host = address.rsplit(":", 1)[0]
-    return [f"http://{host}:{base_port + i}/v1" for i in gpus]
+    return [f"http://{host}:{p}/v1" for p in ports]
 
 
 def convert(
@@ -204,7 +204,17 @@ def convert(
                     res.outcome = "would-convert" if rig.ok else "failed"
                     res.detail = "" if rig.ok else f"{rig.failed_task}: {rig.message}"
                 elif rig.ok:
-                    res.endpoints = _endpoints(verdicts[host].address, rp.gpus)
+                    facts = (rig.record or {}).get("facts") or {}
+                    ports = facts.get("inference_ports") or [8000 + i for i in rp.gpus]
+                    res.endpoints = _endpoints(verdicts[host].address, ports)
+                    served = (facts.get("inference_engine"), facts.get("inference_model"))
+                    if served[0] and (served[0], served[1]) != (rp.engine, rp.model):
+                        # The farm file pinned something else than preflight chose (the lab
+                        # serves a tiny model on CPU): report what the rig serves.
+                        res.engine, res.model = served[0], served[1]
+                        res.detail = (
+                            f"preflight chose {rp.engine} {rp.model}; the inventory pins this"
+                        )
                 elif not rig.reached:
                     res.outcome, res.detail = "failed", f"not started: {rig.message}"
                 else:

@@ -36,6 +36,7 @@ class RigOutcome:
     message: str | None = None
     last_task: str | None = None
     reached: bool = False  # any task ran on the rig
+    record: dict[str, Any] | None = None  # the rig's pivot record, as rig_state last wrote it
 
 
 @dataclass
@@ -100,7 +101,10 @@ def run_playbook(
             rig.last_task = task
             on_event(TaskEvent(host, task, role, "started"))
         elif kind == "runner_on_ok":
-            changed = bool((data.get("res") or {}).get("changed"))
+            res = data.get("res") or {}
+            if isinstance(res.get("record"), dict):
+                rig.record = res["record"]
+            changed = bool(res.get("changed"))
             rig.changed += int(changed)
             on_event(TaskEvent(host, task, role, "changed" if changed else "ok"))
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
