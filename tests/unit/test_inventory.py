@@ -119,17 +119,28 @@ def test_misspelt_role_variable_is_refused_with_a_suggestion(tmp_path):
     from toolkit.rolevars import check_role_vars
 
     inv = load_inventory(write(tmp_path, "[r]\nrig01 inference_server_engin=vllm\n"))
-    with pytest.raises(BadInputError, match=r"farm.ini:2: inference_server_engin \(host rig01\) "
-                       r"is not a variable of role inference_server; did you mean inference_server_engine\?"):
+    with pytest.raises(
+        BadInputError,
+        match=r"farm.ini:2: inference_server_engin \(host rig01\) "
+        r"is not a variable of role inference_server; did you mean inference_server_engine\?",
+    ):
         check_role_vars(inv.hosts["rig01"])
 
 
 def test_role_variable_of_the_wrong_type_or_choice_is_refused(tmp_path):
     from toolkit.rolevars import check_role_vars
 
-    inv = load_inventory(write(tmp_path, "[r]\nrig01 inference_server_base_port=eight\n"
-                                          "rig02 inference_server_engine=tgi\n"))
-    with pytest.raises(BadInputError, match=r"inference_server_base_port \(host rig01\) must be int"):
+    inv = load_inventory(
+        write(
+            tmp_path,
+            "[r]\nrig01 inference_server_base_port=eight\nrig02 inference_server_engine=tgi\n",
+        )
+    )
+    with pytest.raises(
+        BadInputError, match=r"inference_server_base_port \(host rig01\) must be int"
+    ):
         check_role_vars(inv.hosts["rig01"])
-    with pytest.raises(BadInputError, match=r"inference_server_engine \(host rig02\) must be one of"):
+    with pytest.raises(
+        BadInputError, match=r"inference_server_engine \(host rig02\) must be one of"
+    ):
         check_role_vars(inv.hosts["rig02"])
