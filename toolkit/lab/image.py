@@ -137,9 +137,9 @@ def rig_tag(base: str) -> str:
 
 
 @contextlib.contextmanager
-def _build_lock() -> Iterator[None]:
-    """One image build at a time on this machine: concurrent `lab up`s wait for each other."""
-    with (cache_dir() / "build.lock").open("w") as f:
+def cache_lock(name: str) -> Iterator[None]:
+    """Serialize a build across processes: concurrent `lab up`s share one cache and wait."""
+    with (cache_dir() / f"{name}.lock").open("w") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -149,7 +149,7 @@ def _build_lock() -> Iterator[None]:
 
 def ensure_rig_image() -> str:
     """The lab rig image's tag, building what is missing."""
-    with _build_lock():
+    with cache_lock("build"):
         return _ensure_rig_image()
 
 

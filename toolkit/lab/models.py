@@ -17,7 +17,6 @@ it installs its inference engine from the farm mirror's `wheels/` (pip `--no-ind
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import html
 import logging
@@ -26,12 +25,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from toolkit.errors import LabError
-from toolkit.lab.image import cache_dir
+from toolkit.lab.image import cache_dir, cache_lock
 
 log = logging.getLogger(__name__)
 
@@ -198,24 +195,12 @@ def _rig_platforms() -> list[str]:
     return [*tags, "manylinux2014_x86_64", "linux_x86_64"]
 
 
-@contextmanager
-def _locked(name: str) -> Iterator[None]:
-    """Serialize builds across processes (two labs coming up at once share one cache)."""
-    lock = cache_dir() / f"{name}.lock"
-    with lock.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def llama_cpp_wheel() -> Path:
     """The CPU wheel of llama-cpp-python, built from its sdist once and cached."""
     wanted = f"llama_cpp_python-{LLAMA_CPP_VERSION}-*.whl"
     key = _key(LLAMA_CPP_VERSION, LLAMA_CPP_CMAKE_ARGS, RIG_PYTHON)
     cached = cache_dir() / "wheels" / f"llama-cpp-python-{LLAMA_CPP_VERSION}-{key}"
-    with _locked("llama-cpp-wheel"):
+    with cache_lock("llama-cpp-wheel"):
         found = sorted(cached.glob(wanted))
         if found:
             return found[-1]
@@ -267,7 +252,7 @@ def _dependencies(llama_wheel: Path) -> Path:
         / "wheelhouse"
         / _key(LLAMA_CPP_REQUIREMENT, llama_wheel.name, RIG_PYTHON, *platforms)
     )
-    with _locked("wheelhouse"):
+    with cache_lock("wheelhouse"):
         if (cached / ".complete").exists():
             return cached
         tmp = Path(tempfile.mkdtemp(dir=cache_dir(), prefix="wheelhouse-tmp-"))
