@@ -2,9 +2,10 @@
 # Install the Debian packages rigpivot and its lab need, only those missing.
 # podman+runc run the lab rigs (crun fails on hybrid cgroup hosts), debootstrap builds the
 # rig image without a registry, dpkg-dev indexes the farm mirror, gcc builds the simulated
-# NVML library, openssh-client is the controller's SSH.
+# NVML library (g++: the lab's llama.cpp wheel), openssh-client is the controller's SSH, pciutils lets the
+# lspci simulator's unit test run on the host.
 set -euo pipefail
-pkgs=(podman runc debootstrap uidmap openssh-client dpkg-dev gcc libc6-dev python3-venv make)
+pkgs=(podman runc debootstrap uidmap openssh-client dpkg-dev gcc g++ libc6-dev python3-venv make pciutils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
