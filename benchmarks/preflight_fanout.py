@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -33,7 +34,7 @@ def compare(inventory: Path, concurrency: int) -> None:
     bad = [r.host for r in results if r.facts is None]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        ["ansible", "all", "-i", str(inventory), "-m", "ansible.builtin.setup",
+        [str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inventory), "-m", "ansible.builtin.setup",
          "-f", str(concurrency), "-o"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
@@ -54,7 +55,7 @@ def fanout(inventory: Path, sizes: list[int], concurrency: int) -> None:
             r = real[i % len(real)]
             lines.append(f"rig{i:05d} ansible_host={r.address} ansible_port={r.port}")
         lines.append("[farm:vars]")
-        lines += [f"{k}={v}" for k, v in common.items() if k != "ansible_host"]
+        lines += [f"{k}={shlex.quote(str(v))}" for k, v in common.items() if k != "ansible_host"]
         with tempfile.NamedTemporaryFile("w", suffix=".ini", delete=False) as f:
             f.write("\n".join(lines) + "\n")
         hosts = load_inventory(Path(f.name)).select(None)
