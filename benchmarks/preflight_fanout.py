@@ -34,8 +34,8 @@ def compare(inventory: Path, concurrency: int) -> None:
     bad = [r.host for r in results if r.facts is None]
     t0 = time.perf_counter()
     proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inventory), "-m", "ansible.builtin.setup",
-         "-f", str(concurrency), "-o"],
+        [str(Path(sys.executable).parent / "ansible"), "all", "-i", str(inventory),
+         "-m", "ansible.builtin.setup", "-f", str(concurrency), "-o"],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     t_setup = time.perf_counter() - t0
