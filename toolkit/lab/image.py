@@ -120,6 +120,7 @@ def ensure_base() -> str:
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise LabError(f"podman import of the lab rootfs failed: {imp.stderr.decode().strip()}")
+    _prune_old(BASE_REPO, keep=tag)
     return tag
 
 
