@@ -112,6 +112,10 @@ Inventory = Annotated[
         "--inventory", "-i", help="The farm's Ansible inventory (INI).", show_default=False
     ),
 ]
+AcceptNewKeys = Annotated[
+    bool, typer.Option(help="Trust host keys not yet in known_hosts (changed keys: never).")
+]
+KnownHosts = Annotated[Path | None, typer.Option(help="known_hosts to check rigs against.")]
 Limit = Annotated[
     str | None, typer.Option("--limit", "-l", help="Hosts or groups, Ansible --limit syntax.")
 ]
@@ -127,12 +131,8 @@ def preflight(
     html_out: Annotated[
         Path | None, typer.Option("--html", help="Write the report as HTML.")
     ] = None,
-    accept_new_host_keys: Annotated[
-        bool, typer.Option(help="Trust host keys not yet in known_hosts (changed keys: never).")
-    ] = False,
-    known_hosts: Annotated[
-        Path | None, typer.Option(help="known_hosts to check rigs against.")
-    ] = None,
+    accept_new_host_keys: AcceptNewKeys = False,
+    known_hosts: KnownHosts = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Rigs probed at once.")] = 32,
     timeout: Annotated[float, typer.Option(min=1, help="Per-rig SSH timeout, seconds.")] = 30,
     gpu_source: Annotated[
@@ -235,8 +235,8 @@ def convert(
     ] = 0,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     journal: JournalDir = Path("runs"),
-    accept_new_host_keys: Annotated[bool, typer.Option(help="Trust unknown host keys.")] = False,
-    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts to check.")] = None,
+    accept_new_host_keys: AcceptNewKeys = False,
+    known_hosts: KnownHosts = None,
 ) -> None:
     """Convert every fit rig to AI inference, in rolling batches; failed rigs go back to mining.
 
@@ -272,8 +272,8 @@ def rollback(
     check: Annotated[bool, typer.Option("--check", help="Show what would change.")] = False,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     journal: JournalDir = Path("runs"),
-    accept_new_host_keys: Annotated[bool, typer.Option(help="Trust unknown host keys.")] = False,
-    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts to check.")] = None,
+    accept_new_host_keys: AcceptNewKeys = False,
+    known_hosts: KnownHosts = None,
 ) -> None:
     """Put rigs back to mining from their snapshots: configs byte-identical, miner hashing."""
     from toolkit.pivot import RunOptions
@@ -301,7 +301,7 @@ def rollback(
 def status(
     inventory: Inventory,
     limit: Limit = None,
-    known_hosts: Annotated[Path | None, typer.Option(help="known_hosts to check.")] = None,
+    known_hosts: KnownHosts = None,
 ) -> None:
     """Show where each rig stands: mining, a step of the pivot, ai, or quarantined."""
     from toolkit.inventory import load_inventory

@@ -13,7 +13,6 @@ import datetime
 import fcntl
 import getpass
 import hashlib
-import json
 import os
 import secrets
 import socket
@@ -31,6 +30,7 @@ from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import run_preflight
 from toolkit.probe import ProbeOptions, probe_fleet
+from toolkit.report import run_html
 from toolkit.runner import PlayResult, TaskEvent, run_playbook
 
 
@@ -298,11 +298,5 @@ def rollback(
 
 
 def _save(journal: Path, report: RunReport) -> None:
-    from toolkit.report import run_html
-
     (journal / "report.json").write_text(report.model_dump_json(indent=2))
     (journal / "report.html").write_text(run_html(report))
-
-
-def load_report(path: Path) -> RunReport:
-    return RunReport.model_validate(json.loads(path.read_text()))

@@ -12,9 +12,7 @@ import concurrent.futures
 import gzip
 import hashlib
 import io
-import json
 import logging
-import os
 import secrets
 import shutil
 import socket
@@ -441,11 +439,3 @@ class Lab:
                     miner = "stopped" if active == "0" else "starting"
             out.append(RigStatus(r.name, r.rack, r.profile, r.port, st, booted, miner, reboots))
         return out
-
-
-def default_lab() -> Lab:
-    return Lab(Path(os.environ.get("RIGPIVOT_LAB_DIR", DEFAULT_STATE_DIR)))
-
-
-def lab_json(lab: Lab) -> str:
-    return json.dumps([s.__dict__ for s in lab.status()], indent=2)
