@@ -31,5 +31,15 @@ def test_role_scenario(scenario: Path):
         ["molecule", "test", "-s", name], cwd=role_dir, env=env,
         capture_output=True, text=True, timeout=1200,
     )  # fmt: skip
-    tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-60:])
-    assert proc.returncode == 0, f"molecule test -s {name} in {role_dir.name} failed:\n{tail}"
+    assert proc.returncode == 0, (
+        f"molecule test -s {name} in {role_dir.name} failed:\n{failure_excerpt(proc.stdout + proc.stderr)}"
+    )
+
+
+def failure_excerpt(output: str) -> str:
+    """The failed tasks (with what they printed) and the end of the run: the tail alone
+    often shows only the cleanup that followed the failure."""
+    lines = output.splitlines()
+    marks = [i for i, line in enumerate(lines) if "fatal: [" in line or "failed: [" in line]
+    parts = ["\n".join(lines[max(i - 3, 0) : i + 40]) for i in marks[:4]]
+    return "\n...\n".join([*parts, "\n".join(lines[-25:])])

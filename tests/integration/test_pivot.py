@@ -3,14 +3,20 @@ rollback. Tests run in file order on one rack, as an operator's session would.""
 
 from __future__ import annotations
 
-import json
-import subprocess
 from pathlib import Path
 
-import openai
 import pytest
 
 from tests.integration.conftest import Rack, wait_for
+from tests.integration.endstate import (
+    endpoint_answers,
+    hashing,
+    outcomes,
+    report,
+    rigpivot,
+    snapshot_of,
+    state,
+)
 
 pytestmark = pytest.mark.lab
 
@@ -18,9 +24,6 @@ pytestmark = pytest.mark.lab
 # rig03 6x RX 580 (unfit), rig04 4x CMP 90HX
 PROFILE = "hive-mixed6,linux-3090x2,hive-rx580x6,hive-cmp90hx4"
 FIT = ["rig01", "rig02", "rig04"]
-MINING_PATHS = ("/hive-config", "/opt/lolminer", "/etc/systemd/system/lolminer.service",
-                "/etc/apt", "/etc/modprobe.d", "/etc/ssh")  # fmt: skip
-UNITS = "hive-miner hive-watchdog hive-autofan hive-agent hive-hello hive-usbwd lolminer"
 
 
 @pytest.fixture(scope="module")
@@ -37,36 +40,6 @@ def journal(tmp_path_factory) -> Path:
 def before(rack: Rack) -> dict[str, dict[str, object]]:
     """Each rig as the operator left it: file checksums and unit states."""
     return {rig: snapshot_of(rack, rig) for rig in rack.rigs}
-
-
-def snapshot_of(rack: Rack, rig: str) -> dict[str, object]:
-    units = rack.ssh(rig, f"for u in {UNITS}; do echo $u $(systemctl is-enabled $u 2>&1 | head -1);"
-                          " done", check=False)  # fmt: skip
-    return {"files": rack.sha256s(rig, *MINING_PATHS), "units": units}
-
-
-def rigpivot(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rigpivot", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def report(journal: Path) -> dict:
-    latest = sorted(p for p in journal.iterdir() if (p / "report.json").exists())[-1]
-    return json.loads((latest / "report.json").read_text())
-
-
-def outcomes(rep: dict) -> dict[str, str]:
-    return {r["host"]: r["outcome"] for r in rep["rigs"]}
-
-
-def state(rack: Rack, rig: str) -> str:
-    out = rack.ssh(rig, "cat /var/lib/rigpivot/state.json 2>/dev/null", check=False)
-    return json.loads(out)["state"] if out else "mining"
-
-
-def hashing(rack: Rack, rig: str) -> bool:
-    if rack.rigs[rig] == "linux-3090x2":
-        return rack.ssh(rig, "pgrep -f lolMiner", check=False) != ""
-    return float(rack.ssh(rig, "cat /run/hive/khs 2>/dev/null || echo 0", check=False) or 0) > 0
 
 
 def test_convert_check_changes_nothing(rack, journal, before):
@@ -110,16 +83,7 @@ def test_every_endpoint_answers_the_openai_client(rack, journal):
             continue
         assert r["endpoints"], r
         for url in r["endpoints"]:
-            port = int(url.rsplit(":", 1)[1].split("/")[0])
-            with rack.forward(r["host"], port) as local:
-                client = openai.OpenAI(base_url=f"http://127.0.0.1:{local}/v1", api_key="lab")
-                model = client.models.list().data[0].id
-                done = client.completions.create(model=model, prompt="Hello", max_tokens=8)
-                assert done.choices and done.choices[0].text is not None
-                chat = client.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": "Hi"}], max_tokens=8
-                )
-                assert chat.choices[0].message.content is not None
+            endpoint_answers(rack, r["host"], int(url.rsplit(":", 1)[1].split("/")[0]))
 
 
 def test_a_second_convert_changes_nothing(rack, journal):
