@@ -4,6 +4,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RIGS ?= 6
 PROFILE ?= mixed
+# Lab-backed tests mostly wait (boots, reboots, SSH): two workers fit two cores.
+PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: demo test lab-deps venv lint check lab-down
@@ -33,7 +35,7 @@ lint: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint -q
 
 test: lab-deps venv lint
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lab-down: venv
 	$(BIN)/rigpivot lab down

@@ -1,9 +1,22 @@
 """Shared test setup. Lab-backed tests bring one lab rack up per test module
-(tests/integration/conftest.py)."""
+(tests/integration/conftest.py).
+
+`make test` runs the suite on two pytest-xdist workers (`--dist loadgroup`): a test module
+is one group (its tests share a lab rack and run in file order, as an operator's session
+would), and each Molecule scenario is a group of its own (each brings up its own rack)."""
 
 import os
 import sys
 from pathlib import Path
 
+import pytest
+
 # The CLI under test and the Ansible it drives are the ones installed beside this Python.
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        molecule = item.nodeid.startswith("tests/integration/test_molecule.py")
+        group = item.nodeid if molecule else item.nodeid.split("::")[0]
+        item.add_marker(pytest.mark.xdist_group(group))
