@@ -21,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 
 def read(path, mode="r"):
@@ -82,17 +83,21 @@ def gpu_pids():
 
 def unit_file_state(unit):
     """enabled, disabled, static, transient, ... ('' when systemctl cannot tell)."""
-    try:
-        p = subprocess.run(
-            ["systemctl", "show", "-p", "UnitFileState", "--value", unit],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            universal_newlines=True,
-            timeout=30,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    return p.stdout.strip()
+    for _ in range(3):  # systemd answers '' while it reloads its units
+        try:
+            p = subprocess.run(
+                ["systemctl", "show", "-p", "UnitFileState", "--value", unit],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                universal_newlines=True,
+                timeout=30,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if p.stdout.strip():
+            return p.stdout.strip()
+        time.sleep(1)
+    return ""
 
 
 def main():
