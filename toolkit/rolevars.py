@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,32 @@ def _role_of(var: str) -> str | None:
     return max(matches, key=len) if matches else None
 
 
+def _is_cidr_list(var: str, spec: dict[str, Any]) -> bool:
+    """The convention: a role's list variable named `*_networks` is a list of CIDR strings."""
+    return var.endswith("_networks") and spec.get("type") == "list"
+
+
+def _cidr_problem(value: Any) -> str | None:
+    """Why a `*_networks` value is not a list of CIDR strings, with what to write instead."""
+    example = '["192.0.2.10/32", "10.20.0.0/24"]'
+    if not isinstance(value, list):
+        return f"must be a list of CIDR networks such as {example}, got {value!r}"
+    for item in value:
+        if isinstance(item, str) and "{{" in item:
+            continue  # a template: Ansible resolves it at run time
+        try:
+            ipaddress.ip_network(str(item).strip(), strict=False)
+            if isinstance(item, str) and item.strip():
+                continue
+        except ValueError:
+            pass
+        return (
+            f"has {item!r}, which is not a CIDR network: write an address as 192.0.2.10/32 "
+            f"and a network as 10.20.0.0/24, e.g. {example}"
+        )
+    return None
+
+
 def check_role_vars(host: Host) -> None:
     problems: list[str] = []
     for var, value in host.vars.items():
@@ -80,5 +107,7 @@ def check_role_vars(host: Host) -> None:
             problems.append(
                 f"{where}: {var} (host {host.name}) must be one of {spec['choices']}, got {value!r}"
             )
+        elif _is_cidr_list(var, spec) and (problem := _cidr_problem(value)):
+            problems.append(f"{where}: {var} (host {host.name}) {problem}")
     if problems:
         raise BadInputError("\n".join(problems))
