@@ -97,12 +97,13 @@ def address(rack: Rack, rig: str) -> str:
 @pytest.fixture(scope="module")
 def rack(lab_factory) -> Rack:
     rack = lab_factory(3, PROFILE)
-    # rig01 serves on two instances and keeps its factory driver (the mirror has the 535 branch):
-    # no driver reboot, so the module stays short. Its inference ports are open to rig02 only.
+    # rig01 serves on two instances and keeps its factory driver with the CUDA it supports (the
+    # mirror has the 535 branch and CUDA 12.2): no driver reboot, so the module stays short.
+    # Its inference ports are open to rig02 only.
     ini = rack.lab.inventory.read_text()
     extra = (
-        f" inference_server_gpus='[0,1]' nvidia_driver_branch=535"
-        f" nvidia_driver_version=535.183.01"
+        " inference_server_gpus='[0,1]' nvidia_driver_branch=535"
+        " nvidia_driver_version=535.183.01 cuda_version=12-2"
         f" net_hardening_inference_allowed_networks='[\"{address(rack, ALLOWED)}/32\"]'"
     )
     ini, n = re.subn(rf"^({CONVERTED} ansible_host=.*)$", rf"\1{extra}", ini, flags=re.M)
