@@ -111,3 +111,19 @@ def check_role_vars(host: Host) -> None:
             problems.append(f"{where}: {var} (host {host.name}) {problem}")
     if problems:
         raise BadInputError("\n".join(problems))
+
+
+def check_convert_vars(hosts: list[Host]) -> None:
+    """What convert needs from the farm file for the rigs it will convert, checked before any
+    rig is touched: net_hardening refuses to run without the admin networks SSH stays open
+    to, and a refusal that late would roll back a fully converted rig."""
+    missing = [h for h in hosts if not h.vars.get("net_hardening_admin_networks")]
+    if missing:
+        names = ", ".join(h.name for h in missing)
+        raise BadInputError(
+            f"net_hardening_admin_networks is not set for {names}: convert's hardening step "
+            "would refuse to run (SSH would be accepted from nowhere). Set it in the farm file "
+            "to the networks SSH is accepted from, including this controller's address as the "
+            'rigs see it, e.g. net_hardening_admin_networks=["192.0.2.10/32","10.20.0.0/24"] '
+            "under [all:vars]"
+        )

@@ -88,3 +88,17 @@ def test_templated_networks_are_left_to_ansible(tmp_path):
         "[r]\nrig01 net_hardening_admin_networks='[\"{{ admin_net }}\"]'\n",
     )
     check_role_vars(farm["rig01"])
+
+
+def test_convert_refuses_rigs_without_admin_networks_before_touching_them(tmp_path):
+    from toolkit.rolevars import check_convert_vars
+
+    farm = hosts(
+        tmp_path,
+        "[r]\nrig01\nrig02 net_hardening_admin_networks='[\"10.89.0.1/32\"]'\nrig03\n",
+    )
+    check_convert_vars([farm["rig02"]])
+    with pytest.raises(
+        BadInputError, match=r"net_hardening_admin_networks is not set for rig01, rig03: "
+    ):
+        check_convert_vars(list(farm.values()))
