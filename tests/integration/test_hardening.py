@@ -154,6 +154,11 @@ def test_a_new_ssh_connection_from_the_controller_gets_in_by_key_only(rack):
         rec,
         proc.stderr,
     )
+    # paramiko (preflight's and status's probes) speaks the hardened algorithms too
+    status = rigpivot("status", "-i", str(rack.lab.inventory))
+    assert status.returncode == 0, status.stdout + status.stderr
+    line = next(ln for ln in status.stdout.splitlines() if CONVERTED in ln)
+    assert re.search(r"\bai\b", line), status.stdout
 
 
 def test_only_the_inference_ports_answer_the_allowed_neighbour(rack):
