@@ -128,6 +128,11 @@ def test_before_conversion_the_miner_api_and_ssh_answer_the_neighbours(rack, bef
     for neighbour in (ALLOWED, OUTSIDE):
         assert probe(rack, neighbour, CONVERTED, [MINER_API, 22]) == {MINER_API: "open", 22: "open"}
     assert before["hive-agent"] == "enabled active"
+    # The lab's HiveOS API (api.hive.lab:8000, apart from the mirror) saw rig01's hello fetch
+    # the dashboard's config at boot, and its agent's stats.
+    me = address(rack, CONVERTED)
+    assert farm_clients(rack)["dashboard"].get(me, 0) > 0
+    wait_for(lambda: farm_clients(rack)["agent"].get(me, 0) > 0, 30, "rig01's agent stats")
 
 
 def test_convert_hardens_the_fit_rig_and_leaves_the_neighbours_mining(rack, journal):
