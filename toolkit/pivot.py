@@ -31,6 +31,7 @@ from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import run_preflight
 from toolkit.probe import ProbeOptions, probe_fleet
 from toolkit.report import run_html
+from toolkit.rolevars import check_convert_vars
 from toolkit.runner import PlayResult, TaskEvent, run_playbook
 
 
@@ -147,6 +148,8 @@ def convert(
         on_stage("preflight")
         fleet = run_preflight(inventory, opts.limit, opts.probe)
         plan = plan_conversion(fleet, opts.batch_size)
+        farm = load_inventory(inventory).hosts
+        check_convert_vars([farm[r.host] for r in plan.of("convert") if r.host in farm])
         run_id, journal = _new_journal(opts.journal_root)
         (journal / "preflight.json").write_text(fleet.model_dump_json(indent=2))
         (journal / "plan.json").write_text(plan.model_dump_json(indent=2))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import ipaddress
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,32 @@ def _role_of(var: str) -> str | None:
     return max(matches, key=len) if matches else None
 
 
+def _is_cidr_list(var: str, spec: dict[str, Any]) -> bool:
+    """The convention: a role's list variable named `*_networks` is a list of CIDR strings."""
+    return var.endswith("_networks") and spec.get("type") == "list"
+
+
+def _cidr_problem(value: Any) -> str | None:
+    """Why a `*_networks` value is not a list of CIDR strings, with what to write instead."""
+    example = '["192.0.2.10/32", "10.20.0.0/24"]'
+    if not isinstance(value, list):
+        return f"must be a list of CIDR networks such as {example}, got {value!r}"
+    for item in value:
+        if isinstance(item, str) and "{{" in item:
+            continue  # a template: Ansible resolves it at run time
+        try:
+            ipaddress.ip_network(str(item).strip(), strict=False)
+            if isinstance(item, str) and item.strip():
+                continue
+        except ValueError:
+            pass
+        return (
+            f"has {item!r}, which is not a CIDR network: write an address as 192.0.2.10/32 "
+            f"and a network as 10.20.0.0/24, e.g. {example}"
+        )
+    return None
+
+
 def check_role_vars(host: Host) -> None:
     problems: list[str] = []
     for var, value in host.vars.items():
@@ -80,5 +107,23 @@ def check_role_vars(host: Host) -> None:
             problems.append(
                 f"{where}: {var} (host {host.name}) must be one of {spec['choices']}, got {value!r}"
             )
+        elif _is_cidr_list(var, spec) and (problem := _cidr_problem(value)):
+            problems.append(f"{where}: {var} (host {host.name}) {problem}")
     if problems:
         raise BadInputError("\n".join(problems))
+
+
+def check_convert_vars(hosts: list[Host]) -> None:
+    """What convert needs from the farm file for the rigs it will convert, checked before any
+    rig is touched: net_hardening refuses to run without the admin networks SSH stays open
+    to, and a refusal that late would roll back a fully converted rig."""
+    missing = [h for h in hosts if not h.vars.get("net_hardening_admin_networks")]
+    if missing:
+        names = ", ".join(h.name for h in missing)
+        raise BadInputError(
+            f"net_hardening_admin_networks is not set for {names}: convert's hardening step "
+            "would refuse to run (SSH would be accepted from nowhere). Set it in the farm file "
+            "to the networks SSH is accepted from, including this controller's address as the "
+            'rigs see it, e.g. net_hardening_admin_networks=["192.0.2.10/32","10.20.0.0/24"] '
+            "under [all:vars]"
+        )

@@ -22,10 +22,15 @@ from toolkit.errors import BadInputError, describe_validation_error
 CATALOG_PATH = Path(__file__).with_name("profiles.yml")
 
 # The lab's stand-ins for farm services, reached from rigs by these names on the lab network.
+# The HiveOS API (dashboard copies of rig configs, agent stats) has its own name and port, as
+# a real HiveOS API host is distinct from the farm's mirror: a firewall can cut one off and
+# keep the other.
 MIRROR_HOST = "mirror.lab"
 POOL_HOST = "pool.lab"
+HIVE_API_HOST = "api.hive.lab"
 MIRROR_PORT = 8080
 POOL_PORT = 4444
+HIVE_API_PORT = 8000
 
 # One miner per platform family, with the facts the simulator needs.
 MINERS: dict[str, dict[str, str | int]] = {
@@ -242,7 +247,7 @@ def build_rig(
             rig_id=int(_token(f"{seed}/rigid", 6), 16) % 9_000_000 + 1_000_000,
             rig_passwd=_token(f"{seed}/passwd", 16),
             farm_hash=_token(f"{seed}/farm", 40),
-            hive_host_url=f"http://{MIRROR_HOST}:{MIRROR_PORT}/hive",
+            hive_host_url=f"http://{HIVE_API_HOST}:{HIVE_API_PORT}/hive",
         )
     return RigSpec(
         name=name,

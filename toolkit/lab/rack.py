@@ -12,6 +12,8 @@ import concurrent.futures
 import gzip
 import hashlib
 import io
+import ipaddress
+import json
 import logging
 import secrets
 import shutil
@@ -32,6 +34,7 @@ from toolkit.lab import image as lab_image
 from toolkit.lab import models as lab_models
 from toolkit.lab import podman as pm
 from toolkit.lab.catalog import (
+    HIVE_API_HOST,
     MIRROR_HOST,
     MIRROR_PORT,
     POOL_HOST,
@@ -61,6 +64,11 @@ class LabState(BaseModel):
     lab_id: str
     image: str = ""
     farm_http_port: int = 0
+    # The lab network's subnet, and where the controller's SSH connections come from as a rig
+    # sees them (podman masquerades connections to the published loopback ports behind the
+    # network's gateway): the lab's net_hardening networks.
+    subnet: str = ""
+    admin_network: str = ""
     rigs: list[RigRecord] = []
 
 
@@ -146,6 +154,7 @@ class Lab:
         self._ensure_key()
         if pm.podman("network", "exists", self.network, check=False).returncode != 0:
             pm.podman("network", "create", "--label", f"rigpivot.lab={self.name}", self.network)
+        state.subnet, state.admin_network = self._network_addresses()
 
         old = {r.name: r for r in state.rigs}
         specs = [
@@ -179,6 +188,15 @@ class Lab:
         self._wait_ready(records)
         self.write_controller_files()
         return state
+
+    def _network_addresses(self) -> tuple[str, str]:
+        """The lab network's IPv4 subnet and its gateway as a /32."""
+        info = json.loads(pm.podman("network", "inspect", self.network).stdout)
+        for sub in info[0].get("subnets") or []:
+            net = ipaddress.ip_network(sub["subnet"], strict=False)
+            if net.version == 4 and sub.get("gateway"):
+                return str(net), f"{ipaddress.ip_address(sub['gateway'])}/32"
+        raise LabError(f"podman network {self.network} has no IPv4 subnet with a gateway")
 
     def _ensure_key(self) -> None:
         if not self.key.exists():
@@ -283,6 +301,7 @@ class Lab:
             "run", "-d", "--name", self.farm_container, "--hostname", "farm",
             "--network", self.network,
             "--network-alias", MIRROR_HOST, "--network-alias", POOL_HOST,
+            "--network-alias", HIVE_API_HOST,
             "-p", f"127.0.0.1:{port}:{MIRROR_PORT}",
             "-v", f"{farm.resolve()}:/srv/farm:ro", "--restart=always",
             "--label", f"rigpivot.lab={self.name}", "--label", "rigpivot.role=farm",
@@ -381,6 +400,11 @@ class Lab:
             "inference_server_engine=llama.cpp",
             "inference_server_gpu_layers=0",
             f"inference_server_model_file={lab_models.MODEL_FILE}",
+            "# Hardening: SSH only from where the controller's connections arrive (the lab",
+            "# network's gateway: podman masquerades the published loopback ports behind it),",
+            "# the inference ports from the lab network.",
+            f'net_hardening_admin_networks=["{state.admin_network}"]',
+            f'net_hardening_inference_allowed_networks=["{state.subnet}"]',
         ]
         self.inventory.write_text("\n".join(ini) + "\n")
         hosts = []
