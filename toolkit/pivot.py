@@ -2,8 +2,11 @@
 rollback of rigs that fail, a run journal and a report.
 
 The run journal (`runs/<run id>/`) holds the preflight report, the plan, each play's
-ansible-runner private data directory (with its artifacts), the snapshots fetched from the
-rigs, and the run report (JSON and HTML).
+ansible-runner private data directory (with its artifacts), and the run report (JSON and
+HTML). It holds no secret: the snapshots fetched from the rigs (rig.conf, wallet.conf, miner
+scripts: wallets, rig passwords, farm hashes) go to a separate store, `snapshots/` beside the
+journal root (directories 0700, files 0600), and the journal names them by rig, snapshot id
+and sha256 only.
 """
 
 from __future__ import annotations
@@ -46,6 +49,14 @@ Outcome = Literal[
 ]  # fmt: skip
 
 
+class SnapshotRef(BaseModel):
+    """The controller's copy of a rig's snapshot, named without its content: the archive is
+    `<snapshot store>/<rig>/<id>.tar.gz` (and `<id>.manifest.json` beside it)."""
+
+    id: str
+    sha256: str  # of the archive
+
+
 class RigResult(BaseModel):
     host: str
     outcome: Outcome
@@ -54,6 +65,7 @@ class RigResult(BaseModel):
     model: str | None = None
     endpoints: list[str] = []
     batch: int | None = None
+    snapshot: SnapshotRef | None = None
 
 
 class RunReport(BaseModel):
@@ -62,6 +74,7 @@ class RunReport(BaseModel):
     inventory: str
     check: bool
     journal: str
+    snapshot_store: str | None = None
     started: str
     finished: str = ""
     stopped_early: str | None = None
@@ -74,6 +87,10 @@ class RunReport(BaseModel):
     def failed(self) -> bool:
         return any(r.outcome in ("failed", "quarantined", "rolled-back") for r in self.rigs)
 
+    @property
+    def unreachable(self) -> list[str]:
+        return [r.host for r in self.rigs if r.outcome == "unreachable"]
+
 
 @dataclass
 class RunOptions:
@@ -83,6 +100,13 @@ class RunOptions:
     max_fail_percent: float = 0.0
     journal_root: Path = Path("runs")
     probe: ProbeOptions | None = None
+    # Where the snapshots fetched from the rigs are kept; default `snapshots/` beside the
+    # journal root (runs/ -> snapshots/).
+    snapshot_store: Path | None = None
+
+    @property
+    def store(self) -> Path:
+        return (self.snapshot_store or self.journal_root.resolve().parent / "snapshots").resolve()
 
 
 def _now() -> str:
@@ -129,6 +153,34 @@ def _new_journal(root: Path) -> tuple[str, Path]:
     return run_id, path
 
 
+def _private_dir(path: Path) -> Path:
+    """A directory only its owner can enter (the snapshot store and its per-rig folders)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _stored_snapshot(
+    store: Path, host: str, record: dict[str, object] | None
+) -> SnapshotRef | None:
+    """Lock down what the play fetched for `host` and name it by id and checksum."""
+    facts = (record or {}).get("facts")
+    snapshot_id = facts.get("snapshot_id") if isinstance(facts, dict) else None
+    folder = store / host
+    archive = folder / f"{snapshot_id}.tar.gz"
+    if not snapshot_id or not archive.is_file():
+        return None
+    _private_dir(folder)
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(0o600)
+    digest = hashlib.sha256()
+    with archive.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            digest.update(chunk)
+    return SnapshotRef(id=str(snapshot_id), sha256=digest.hexdigest())
+
+
 def _endpoints(address: str, ports: list[int]) -> list[str]:
     host = address.rsplit(":", 1)[0]
     return [f"http://{host}:{p}/v1" for p in ports]
@@ -173,8 +225,13 @@ def convert(
         # The plan's choices go in as host variables the roles' defaults fall back to.
         plan_inv = journal / "plan-inventory.yml"
         hosts = {r.host: r.role_vars() for r in plan.of("convert")}
-        for v in hosts.values():
-            v["mining_snapshot_fetch_dir"] = str((journal / "snapshots").resolve())
+        # Snapshots hold wallets and rig passwords: fetched into the private store, never
+        # into the journal.
+        store = _private_dir(opts.store)
+        report.snapshot_store = str(store)
+        for host, v in hosts.items():
+            v["mining_snapshot_fetch_dir"] = str(store)
+            _private_dir(store / host)
         plan_inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
         inventories = [plan_inv, inventory]
 
@@ -200,6 +257,8 @@ def convert(
                 rig = play.rigs[host]
                 res = RigResult(host=host, outcome="converted", batch=n, engine=rp.engine,
                                 model=rp.model)  # fmt: skip
+                if not opts.check:
+                    res.snapshot = _stored_snapshot(store, host, rig.record)
                 if opts.check:
                     res.outcome = "would-convert" if rig.ok else "failed"
                     res.detail = "" if rig.ok else f"{rig.failed_task}: {rig.message}"
