@@ -4,7 +4,9 @@ against known_hosts. A rig that cannot be reached is reported, never fatal for t
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import hashlib
 import json
 import logging
 import os
@@ -53,6 +55,12 @@ def _known_hosts_for(host: Host, opts: ProbeOptions) -> Path | None:
     return default if default.exists() else None
 
 
+def _fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's form (`SHA256:...`), the one `ssh-keygen -lf` shows on the rig."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
 def _key_name(host: Host) -> str:
     return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
 
@@ -99,10 +107,11 @@ class _Prober:
             )
         except paramiko.BadHostKeyException as e:
             raise _ProbeError(
-                f"host key for {name} has CHANGED (now {e.key.get_name()} "
-                f"{e.key.get_fingerprint().hex()}); refusing to connect. If the rig was "
-                f"reinstalled, remove the old key with `ssh-keygen -f {kh} -R '{name}'` and "
-                "run again with --accept-new-host-keys"
+                f"host key for {name} ({host.name}) has CHANGED: it is not the key {kh} holds "
+                f"(now {e.key.get_name()} {_fingerprint(e.key)}); refusing to connect. Check "
+                "the new key (the rig's console, its reinstall record), then remove the old "
+                f"one with `ssh-keygen -f {kh} -R '{name}'` and run again with "
+                "--accept-new-host-keys"
             ) from e
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e):
