@@ -28,11 +28,11 @@ import yaml
 from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, RigpivotError
-from toolkit.inventory import load_inventory
+from toolkit.inventory import Host, load_inventory
 from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import run_preflight
-from toolkit.probe import ProbeOptions, probe_fleet
+from toolkit.probe import ProbeOptions, ansible_host_key_args, known_hosts_for, probe_fleet
 from toolkit.report import run_html
 from toolkit.runner import PlayResult, TaskEvent, run_playbook
 
@@ -181,6 +181,17 @@ def _stored_snapshot(
     return SnapshotRef(id=str(snapshot_id), sha256=digest.hexdigest())
 
 
+def _ssh_vars(host: Host, probe: ProbeOptions | None) -> dict[str, str]:
+    """Ansible checks the rig's key against the known_hosts preflight checked it against,
+    strictly. Appended to the farm's own extra args (OpenSSH keeps an option's first value, so
+    the farm file's own known_hosts, if it names one, still wins)."""
+    kh = known_hosts_for(host, probe or ProbeOptions())
+    if kh is None:
+        return {}
+    own = str(host.vars.get("ansible_ssh_extra_args") or "")
+    return {"ansible_ssh_extra_args": f"{own} {ansible_host_key_args(kh.resolve())}".strip()}
+
+
 def _endpoints(address: str, ports: list[int]) -> list[str]:
     host = address.rsplit(":", 1)[0]
     return [f"http://{host}:{p}/v1" for p in ports]
@@ -225,6 +236,9 @@ def convert(
         # The plan's choices go in as host variables the roles' defaults fall back to.
         plan_inv = journal / "plan-inventory.yml"
         hosts = {r.host: r.role_vars() for r in plan.of("convert")}
+        farm = load_inventory(inventory).hosts
+        for name, v in hosts.items():
+            v.update(_ssh_vars(farm[name], opts.probe))
         # Snapshots hold wallets and rig passwords: fetched into the private store, never
         # into the journal.
         store = _private_dir(opts.store)
@@ -249,7 +263,7 @@ def convert(
             if touched and not opts.check:
                 on_stage(f"batch {n}: rolling back {', '.join(touched)}")
                 rolled = run_playbook(
-                    "rollback.yml", [inventory], touched,
+                    "rollback.yml", inventories, touched,
                     journal / "ansible" / f"{n:03d}-rollback", on_event=on_event,
                 )  # fmt: skip
             for host in batch:
@@ -334,8 +348,11 @@ def rollback(
         )  # fmt: skip
         report.rigs += [RigResult(host=h, outcome="unreachable") for h in unreachable]
         if todo and confirm(todo):
+            ssh_inv = journal / "ssh-inventory.yml"
+            ssh_vars = {h.name: _ssh_vars(h, opts.probe) for h in hosts if h.name in todo}
+            ssh_inv.write_text(yaml.safe_dump({"all": {"hosts": ssh_vars}}, sort_keys=True))
             play = run_playbook(
-                "rollback.yml", [inventory], todo, journal / "ansible" / "001-rollback",
+                "rollback.yml", [ssh_inv, inventory], todo, journal / "ansible" / "001-rollback",
                 extravars={"rigpivot_batch_size": max(1, opts.batch_size)}, check=opts.check,
                 on_event=on_event,
             )  # fmt: skip

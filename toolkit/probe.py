@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import threading
 import time
@@ -46,7 +47,9 @@ class ProbeResult:
     seconds: float
 
 
-def _known_hosts_for(host: Host, opts: ProbeOptions) -> Path | None:
+def known_hosts_for(host: Host, opts: ProbeOptions) -> Path | None:
+    """The known_hosts a rig's key is checked against: --known-hosts, the inventory's
+    `rigpivot_known_hosts`, or ~/.ssh/known_hosts."""
     if opts.known_hosts:
         return opts.known_hosts
     if kh := host.vars.get("rigpivot_known_hosts"):
@@ -59,6 +62,31 @@ def _fingerprint(key: paramiko.PKey) -> str:
     """OpenSSH's form (`SHA256:...`), the one `ssh-keygen -lf` shows on the rig."""
     digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
     return f"SHA256:{digest}"
+
+
+# SSH settings in a farm file that would let Ansible reach a rig whose key changed.
+_KEY_CHECK_OFF = re.compile(
+    r"StrictHostKeyChecking[\s=]+(no|off)\b|UserKnownHostsFile[\s=]+/dev/null", re.I
+)
+_SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args")
+_KEY_CHECK_VARS = ("ansible_host_key_checking", "ansible_ssh_host_key_checking")
+
+
+def host_key_checking_off(host: Host) -> str | None:
+    """Where the farm file turns host key checking off for `host` (var and file:line), if it
+    does: rigpivot refuses such a farm file rather than connect without checking keys."""
+    for var in _SSH_ARG_VARS:
+        if _KEY_CHECK_OFF.search(str(host.vars.get(var) or "")):
+            return f"{var} at {host.origin.get(var, '?')}"
+    for var in _KEY_CHECK_VARS:
+        if var in host.vars and str(host.vars[var]).strip().lower() in ("false", "no", "0", "off"):
+            return f"{var} at {host.origin.get(var, '?')}"
+    return None
+
+
+def ansible_host_key_args(known_hosts: Path) -> str:
+    """ssh options that make Ansible check a rig's key against the known_hosts preflight used."""
+    return f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={shlex.quote(str(known_hosts))}"
 
 
 def _key_name(host: Host) -> str:
@@ -81,7 +109,7 @@ class _Prober:
             return ProbeResult(host.name, None, str(e), time.monotonic() - start)
 
     def _probe(self, host: Host) -> RigFacts:
-        kh = _known_hosts_for(host, self.opts)
+        kh = known_hosts_for(host, self.opts)
         client = paramiko.SSHClient()
         if kh and kh.exists():
             client.load_host_keys(str(kh))

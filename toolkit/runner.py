@@ -164,9 +164,9 @@ def run_playbook(
         "ANSIBLE_LIBRARY": str(REPO_ROOT / "toolkit" / "modules"),
         "ANSIBLE_NOCOLOR": "1",
         # Host keys are always checked. ansible-runner sets this to False unless the
-        # environment names it, and False makes Ansible pass `-o StrictHostKeyChecking=no`
-        # ahead of the inventory's own options (OpenSSH keeps the first value): a rig whose
-        # key changed would then be reached with key auth. Forced, whatever the caller's env.
+        # environment names it, and False makes Ansible switch ssh's strict checking off
+        # ahead of the inventory's own options (OpenSSH keeps an option's first value): a rig
+        # whose key changed would then be reached with key auth. Forced, whatever the env.
         "ANSIBLE_HOST_KEY_CHECKING": "True",
         # ansible-playbook from the same install as this toolkit, then the system's ssh.
         "PATH": os.pathsep.join(

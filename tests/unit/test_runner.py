@@ -3,7 +3,10 @@ secret copied out of a task that handles them."""
 
 from __future__ import annotations
 
-from toolkit.runner import HIDDEN, _failure_message
+import re
+from pathlib import Path
+
+from toolkit.runner import HIDDEN, _failure_message, run_playbook
 
 # What ansible-core's ssh connection reports (event res.msg) when a rig's host key changed.
 CHANGED = (
@@ -48,3 +51,39 @@ def test_results_of_tasks_that_handle_secrets_are_never_quoted():
 def test_ordinary_failures_keep_their_message():
     assert _failure_message({"msg": "apt failed"}) == "apt failed"
     assert _failure_message({"stderr": "a\nb\nlast line"}) == "last line"
+
+
+def test_nothing_the_project_ships_turns_host_key_checking_off():
+    root = Path(__file__).resolve().parents[2]
+    off = re.compile(
+        r"StrictHostKeyChecking[\s=]+(no|off)\b|UserKnownHostsFile[\s=]+/dev/null"
+        r"|host_key_checking\s*[=:]\s*(false|no|0)\b|HOST_KEY_CHECKING['\"]?\s*[=:,]\s*['\"]?(false|no|0)\b",
+        re.I,
+    )
+    shipped = [root / "ansible.cfg"] + [
+        p for d in ("roles", "playbooks", "molecule", "inventories", "toolkit", "templates")
+        for p in (root / d).rglob("*") if p.is_file() and p.suffix in (".yml", ".yaml", ".py", ".cfg", ".ini", ".j2", ".sh", "")
+    ]  # fmt: skip
+    assert len(shipped) > 50
+    hits = [f"{p.relative_to(root)}: {m.group(0)}" for p in shipped
+            for m in [off.search(p.read_text(errors="replace"))] if m]  # fmt: skip
+    assert hits == []
+
+
+def test_the_runner_keeps_ansibles_host_key_checking_on(tmp_path: Path, monkeypatch):
+    """ansible-runner sets ANSIBLE_HOST_KEY_CHECKING=False unless told otherwise; an
+    operator's environment may too. The play must see True."""
+    monkeypatch.setenv("ANSIBLE_HOST_KEY_CHECKING", "False")
+    inv = tmp_path / "hosts.yml"
+    inv.write_text("all: {hosts: {rig01: {ansible_connection: local}}}\n")
+    play = tmp_path / "play.yml"
+    play.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.assert:\n"
+        "        that: lookup('ansible.builtin.config', 'HOST_KEY_CHECKING') | bool\n"
+    )
+    seen: list[str] = []
+    res = run_playbook(str(play), [inv], ["rig01"], tmp_path / "pd",
+                       on_event=lambda e: seen.append(e.status))  # fmt: skip
+    assert res.rigs["rig01"].ok, res.rigs["rig01"].message
+    assert "ok" in seen
