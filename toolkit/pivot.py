@@ -241,11 +241,14 @@ def convert(
             v.update(_ssh_vars(farm[name], opts.probe))
         # Snapshots hold wallets and rig passwords: fetched into the private store, never
         # into the journal.
-        store = _private_dir(opts.store)
-        report.snapshot_store = str(store)
+        store = opts.store
+        if not opts.check:  # --check fetches nothing
+            _private_dir(store)
+            report.snapshot_store = str(store)
         for host, v in hosts.items():
             v["mining_snapshot_fetch_dir"] = str(store)
-            _private_dir(store / host)
+            if not opts.check:
+                _private_dir(store / host)
         plan_inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
         inventories = [plan_inv, inventory]
 
@@ -330,7 +333,6 @@ def rollback(
         inv = load_inventory(inventory)
         hosts = inv.select(opts.limit)
         probed = probe_fleet(hosts, opts.probe or ProbeOptions())
-        unreachable = [r.host for r in probed if r.facts is None]
         no_snapshot = [
             r.host for r in probed
             if r.facts is not None and not (r.facts.pivot and r.facts.pivot.snapshot_id)
@@ -346,7 +348,11 @@ def rollback(
             run_id=run_id, command="rollback", inventory=str(inventory), check=opts.check,
             journal=str(journal), started=_now(),
         )  # fmt: skip
-        report.rigs += [RigResult(host=h, outcome="unreachable") for h in unreachable]
+        report.rigs += [
+            RigResult(host=r.host, outcome="unreachable", detail=r.error or "")
+            for r in probed
+            if r.facts is None
+        ]
         if todo and confirm(todo):
             ssh_inv = journal / "ssh-inventory.yml"
             ssh_vars = {h.name: _ssh_vars(h, opts.probe) for h in hosts if h.name in todo}

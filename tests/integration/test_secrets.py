@@ -183,10 +183,8 @@ def test_every_verb_ran(console, work: Path):
         [HIVE, LINUX], "mining"
     )
     # --check ran with diffs (the mode that would print a config's content)
-    assert (
-        "--check --diff"
-        in next((work / "runs").glob("*/ansible/001-convert/env/cmdline")).read_text()
-    )
+    cmdline = Path(check["journal"]) / "ansible" / "001-convert" / "env" / "cmdline"
+    assert "--check --diff" in cmdline.read_text()
 
 
 def test_no_secret_in_any_console_output(console):
