@@ -70,7 +70,7 @@ def _contents(path: Path) -> Iterator[bytes]:
     if tarfile.is_tarfile(io.BytesIO(data)):
         with tarfile.open(fileobj=io.BytesIO(data)) as tar:
             for member in tar.getmembers():
-                f = tar.extractfile(member)
+                f = tar.extractfile(member) if member.isfile() else None
                 if f is not None:
                     yield f.read()
 
