@@ -36,7 +36,7 @@ class RigOutcome:
     failed_task: str | None = None
     message: str | None = None
     last_task: str | None = None
-    reached: bool = False  # any task ran on the rig
+    reached: bool = False  # a task ran on the rig (came back ok or failed)
     record: dict[str, Any] | None = None  # the rig's pivot record, as rig_state last wrote it
 
 
@@ -130,9 +130,10 @@ def run_playbook(
         if not host or host not in result.rigs:
             return True
         rig = result.rigs[host]
-        # An unreachable event alone (ssh refused: down, host key changed) means the play
-        # never reached the rig: nothing was changed there, nothing to roll back.
-        if kind != "runner_on_unreachable":
+        # Reached = a task came back from the rig. A task that only started, then found the rig
+        # unreachable (ssh refused: down, host key changed), changed nothing there: nothing
+        # to roll back.
+        if kind in ("runner_on_ok", "runner_on_failed"):
             rig.reached = True
         task = str(data.get("task") or "")
         role = data.get("role")
