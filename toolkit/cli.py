@@ -63,15 +63,24 @@ def lab_up(
         str, typer.Option("--profile", help="A rack mix (mixed, nvidia) or one rig profile.")
     ] = "mixed",
     rack_size: Annotated[int, typer.Option(help="Rigs per rack (inventory group).")] = 4,
+    secrets: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML: rig name -> {wallet, pool_password, rig_passwd, farm_hash} to plant "
+            "instead of the lab's derived ones (e.g. to check they never leak)."
+        ),
+    ] = None,
     dir_: LabDir = None,
     name: LabName = "lab",
 ) -> None:
     """Bring up (or reconcile) a lab rack and write its inventory."""
+    from toolkit.lab.catalog import load_secrets
     from toolkit.lab.rack import DEFAULT_STATE_DIR, Lab
 
+    chosen = load_secrets(secrets) if secrets else None
     lab = Lab(dir_ or DEFAULT_STATE_DIR, name=name, rack_size=rack_size)
     with console.status("lab up") as status:
-        lab.up(rigs, profile, say=lambda m: status.update(f"lab up: {m}"))
+        lab.up(rigs, profile, say=lambda m: status.update(f"lab up: {m}"), lab_secrets=chosen)
     _print_status(lab)
     console.print(f"inventory: [bold]{lab.inventory}[/]  ssh: ssh -F {lab.ssh_config} rig01")
 
@@ -211,6 +220,16 @@ def _print_preflight(report: FleetReport) -> None:
 JournalDir = Annotated[
     Path, typer.Option("--journal", help="Where run journals and reports are written.")
 ]
+SnapshotStore = Annotated[
+    Path | None,
+    typer.Option(
+        "--snapshot-store",
+        envvar="RIGPIVOT_SNAPSHOT_STORE",
+        help="Private store (0700) for the snapshots fetched from rigs: they hold wallets and "
+        "rig passwords, so they never go into the journal.",
+        show_default="snapshots/ beside the journal",
+    ),
+]
 
 
 def _probe_options(accept_new_host_keys: bool, known_hosts: Path | None) -> ProbeOptions:
@@ -235,13 +254,15 @@ def convert(
     ] = 0,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     journal: JournalDir = Path("runs"),
+    snapshot_store: SnapshotStore = None,
     accept_new_host_keys: AcceptNewKeys = False,
     known_hosts: KnownHosts = None,
 ) -> None:
     """Convert every fit rig to AI inference, in rolling batches; failed rigs go back to mining.
 
     Exit 0: done (or nothing to do); 1: some rigs failed or were rolled back; 2: bad input;
-    5: another run holds the farm's lock.
+    3: some rigs unreachable (host key changed, down), the others done; 5: another run holds
+    the farm's lock.
     """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import convert as run_convert
@@ -249,6 +270,7 @@ def convert(
     opts = RunOptions(
         limit=limit, check=check, batch_size=batch_size, max_fail_percent=max_fail_percent,
         journal_root=journal, probe=_probe_options(accept_new_host_keys, known_hosts),
+        snapshot_store=snapshot_store,
     )  # fmt: skip
 
     def confirm(plan: Plan, fleet: FleetReport) -> bool:
@@ -275,7 +297,11 @@ def rollback(
     accept_new_host_keys: AcceptNewKeys = False,
     known_hosts: KnownHosts = None,
 ) -> None:
-    """Put rigs back to mining from their snapshots: configs byte-identical, miner hashing."""
+    """Put rigs back to mining from their snapshots: configs byte-identical, miner hashing.
+
+    Exit 0: done; 1: some rigs failed or are quarantined; 2: bad input (a rig has no
+    snapshot); 3: some rigs unreachable, the others done; 5: another run holds the lock.
+    """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import rollback as run_rollback
 
@@ -397,8 +423,16 @@ def _finish(report: RunReport) -> None:
     if report.stopped_early:
         console.print(f"[red]stopped early:[/] {escape(report.stopped_early)}")
     console.print(f"journal: {report.journal} (report.json, report.html)")
+    if any(r.snapshot for r in report.rigs):
+        console.print(f"snapshots: {report.snapshot_store} (private: wallets, rig passwords)")
     if report.failed:
         raise typer.Exit(1)
+    if report.unreachable:
+        err_console.print(
+            f"[red]not done:[/] {len(report.unreachable)} rig(s) unreachable: "
+            f"{escape(', '.join(report.unreachable))} (see the detail column)"
+        )
+        raise typer.Exit(UnreachableError.exit_code)
 
 
 def main() -> None:

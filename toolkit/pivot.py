@@ -2,8 +2,11 @@
 rollback of rigs that fail, a run journal and a report.
 
 The run journal (`runs/<run id>/`) holds the preflight report, the plan, each play's
-ansible-runner private data directory (with its artifacts), the snapshots fetched from the
-rigs, and the run report (JSON and HTML).
+ansible-runner private data directory (with its artifacts), and the run report (JSON and
+HTML). It holds no secret: the snapshots fetched from the rigs (rig.conf, wallet.conf, miner
+scripts: wallets, rig passwords, farm hashes) go to a separate store, `snapshots/` beside the
+journal root (directories 0700, files 0600), and the journal names them by rig, snapshot id
+and sha256 only.
 """
 
 from __future__ import annotations
@@ -25,11 +28,11 @@ import yaml
 from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, RigpivotError
-from toolkit.inventory import load_inventory
+from toolkit.inventory import Host, load_inventory
 from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import run_preflight
-from toolkit.probe import ProbeOptions, probe_fleet
+from toolkit.probe import ProbeOptions, ansible_host_key_args, known_hosts_for, probe_fleet
 from toolkit.report import run_html
 from toolkit.rolevars import check_convert_vars
 from toolkit.runner import PlayResult, TaskEvent, run_playbook
@@ -47,6 +50,14 @@ Outcome = Literal[
 ]  # fmt: skip
 
 
+class SnapshotRef(BaseModel):
+    """The controller's copy of a rig's snapshot, named without its content: the archive is
+    `<snapshot store>/<rig>/<id>.tar.gz` (and `<id>.manifest.json` beside it)."""
+
+    id: str
+    sha256: str  # of the archive
+
+
 class RigResult(BaseModel):
     host: str
     outcome: Outcome
@@ -55,6 +66,7 @@ class RigResult(BaseModel):
     model: str | None = None
     endpoints: list[str] = []
     batch: int | None = None
+    snapshot: SnapshotRef | None = None
 
 
 class RunReport(BaseModel):
@@ -63,6 +75,7 @@ class RunReport(BaseModel):
     inventory: str
     check: bool
     journal: str
+    snapshot_store: str | None = None
     started: str
     finished: str = ""
     stopped_early: str | None = None
@@ -75,6 +88,10 @@ class RunReport(BaseModel):
     def failed(self) -> bool:
         return any(r.outcome in ("failed", "quarantined", "rolled-back") for r in self.rigs)
 
+    @property
+    def unreachable(self) -> list[str]:
+        return [r.host for r in self.rigs if r.outcome == "unreachable"]
+
 
 @dataclass
 class RunOptions:
@@ -84,6 +101,13 @@ class RunOptions:
     max_fail_percent: float = 0.0
     journal_root: Path = Path("runs")
     probe: ProbeOptions | None = None
+    # Where the snapshots fetched from the rigs are kept; default `snapshots/` beside the
+    # journal root (runs/ -> snapshots/).
+    snapshot_store: Path | None = None
+
+    @property
+    def store(self) -> Path:
+        return (self.snapshot_store or self.journal_root.resolve().parent / "snapshots").resolve()
 
 
 def _now() -> str:
@@ -128,6 +152,45 @@ def _new_journal(root: Path) -> tuple[str, Path]:
     path = root / run_id
     path.mkdir(parents=True)
     return run_id, path
+
+
+def _private_dir(path: Path) -> Path:
+    """A directory only its owner can enter (the snapshot store and its per-rig folders)."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def _stored_snapshot(
+    store: Path, host: str, record: dict[str, object] | None
+) -> SnapshotRef | None:
+    """Lock down what the play fetched for `host` and name it by id and checksum."""
+    facts = (record or {}).get("facts")
+    snapshot_id = facts.get("snapshot_id") if isinstance(facts, dict) else None
+    folder = store / host
+    archive = folder / f"{snapshot_id}.tar.gz"
+    if not snapshot_id or not archive.is_file():
+        return None
+    _private_dir(folder)
+    for f in folder.iterdir():
+        if f.is_file():
+            f.chmod(0o600)
+    digest = hashlib.sha256()
+    with archive.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 16), b""):
+            digest.update(chunk)
+    return SnapshotRef(id=str(snapshot_id), sha256=digest.hexdigest())
+
+
+def _ssh_vars(host: Host, probe: ProbeOptions | None) -> dict[str, str]:
+    """Ansible checks the rig's key against the known_hosts preflight checked it against,
+    strictly. Appended to the farm's own extra args (OpenSSH keeps an option's first value, so
+    the farm file's own known_hosts, if it names one, still wins)."""
+    kh = known_hosts_for(host, probe or ProbeOptions())
+    if kh is None:
+        return {}
+    own = str(host.vars.get("ansible_ssh_extra_args") or "")
+    return {"ansible_ssh_extra_args": f"{own} {ansible_host_key_args(kh.resolve())}".strip()}
 
 
 def _endpoints(address: str, ports: list[int]) -> list[str]:
@@ -176,8 +239,19 @@ def convert(
         # The plan's choices go in as host variables the roles' defaults fall back to.
         plan_inv = journal / "plan-inventory.yml"
         hosts = {r.host: r.role_vars() for r in plan.of("convert")}
-        for v in hosts.values():
-            v["mining_snapshot_fetch_dir"] = str((journal / "snapshots").resolve())
+        farm = load_inventory(inventory).hosts
+        for name, v in hosts.items():
+            v.update(_ssh_vars(farm[name], opts.probe))
+        # Snapshots hold wallets and rig passwords: fetched into the private store, never
+        # into the journal.
+        store = opts.store
+        if not opts.check:  # --check fetches nothing
+            _private_dir(store)
+            report.snapshot_store = str(store)
+        for host, v in hosts.items():
+            v["mining_snapshot_fetch_dir"] = str(store)
+            if not opts.check:
+                _private_dir(store / host)
         plan_inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
         inventories = [plan_inv, inventory]
 
@@ -195,7 +269,7 @@ def convert(
             if touched and not opts.check:
                 on_stage(f"batch {n}: rolling back {', '.join(touched)}")
                 rolled = run_playbook(
-                    "rollback.yml", [inventory], touched,
+                    "rollback.yml", inventories, touched,
                     journal / "ansible" / f"{n:03d}-rollback", on_event=on_event,
                 )  # fmt: skip
             for host in batch:
@@ -203,6 +277,8 @@ def convert(
                 rig = play.rigs[host]
                 res = RigResult(host=host, outcome="converted", batch=n, engine=rp.engine,
                                 model=rp.model)  # fmt: skip
+                if not opts.check:
+                    res.snapshot = _stored_snapshot(store, host, rig.record)
                 if opts.check:
                     res.outcome = "would-convert" if rig.ok else "failed"
                     res.detail = "" if rig.ok else f"{rig.failed_task}: {rig.message}"
@@ -260,7 +336,6 @@ def rollback(
         inv = load_inventory(inventory)
         hosts = inv.select(opts.limit)
         probed = probe_fleet(hosts, opts.probe or ProbeOptions())
-        unreachable = [r.host for r in probed if r.facts is None]
         no_snapshot = [
             r.host for r in probed
             if r.facts is not None and not (r.facts.pivot and r.facts.pivot.snapshot_id)
@@ -276,10 +351,17 @@ def rollback(
             run_id=run_id, command="rollback", inventory=str(inventory), check=opts.check,
             journal=str(journal), started=_now(),
         )  # fmt: skip
-        report.rigs += [RigResult(host=h, outcome="unreachable") for h in unreachable]
+        report.rigs += [
+            RigResult(host=r.host, outcome="unreachable", detail=r.error or "")
+            for r in probed
+            if r.facts is None
+        ]
         if todo and confirm(todo):
+            ssh_inv = journal / "ssh-inventory.yml"
+            ssh_vars = {h.name: _ssh_vars(h, opts.probe) for h in hosts if h.name in todo}
+            ssh_inv.write_text(yaml.safe_dump({"all": {"hosts": ssh_vars}}, sort_keys=True))
             play = run_playbook(
-                "rollback.yml", [inventory], todo, journal / "ansible" / "001-rollback",
+                "rollback.yml", [ssh_inv, inventory], todo, journal / "ansible" / "001-rollback",
                 extravars={"rigpivot_batch_size": max(1, opts.batch_size)}, check=opts.check,
                 on_event=on_event,
             )  # fmt: skip

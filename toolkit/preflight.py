@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from toolkit.errors import BadInputError
 from toolkit.inventory import load_inventory
 from toolkit.models import FleetReport, RigVerdict
 from toolkit.policy import judge_rig, policy_for
-from toolkit.probe import ProbeOptions, ProbeResult, probe_fleet
+from toolkit.probe import ProbeOptions, ProbeResult, host_key_checking_off, probe_fleet
 from toolkit.rolevars import check_role_vars
 
 
@@ -24,6 +25,12 @@ def run_preflight(
     policies = {h.name: policy_for(h) for h in hosts}
     for h in hosts:
         check_role_vars(h)
+        if where := host_key_checking_off(h):
+            raise BadInputError(
+                f"{h.name}: the farm file turns SSH host key checking off ({where}); rigpivot "
+                "always checks host keys (a changed key means a reinstalled rig or someone in "
+                "the middle): remove it, and trust new keys with --accept-new-host-keys"
+            )
     base = opts or ProbeOptions()
     results = probe_fleet(hosts, base, on_result)
     rigs: list[RigVerdict] = []

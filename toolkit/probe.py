@@ -4,10 +4,13 @@ against known_hosts. A rig that cannot be reached is reported, never fatal for t
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import hashlib
 import json
 import logging
 import os
+import re
 import shlex
 import threading
 import time
@@ -44,13 +47,46 @@ class ProbeResult:
     seconds: float
 
 
-def _known_hosts_for(host: Host, opts: ProbeOptions) -> Path | None:
+def known_hosts_for(host: Host, opts: ProbeOptions) -> Path | None:
+    """The known_hosts a rig's key is checked against: --known-hosts, the inventory's
+    `rigpivot_known_hosts`, or ~/.ssh/known_hosts."""
     if opts.known_hosts:
         return opts.known_hosts
     if kh := host.vars.get("rigpivot_known_hosts"):
         return Path(str(kh))
     default = Path.home() / ".ssh" / "known_hosts"
     return default if default.exists() else None
+
+
+def _fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH's form (`SHA256:...`), the one `ssh-keygen -lf` shows on the rig."""
+    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+    return f"SHA256:{digest}"
+
+
+# SSH settings in a farm file that would let Ansible reach a rig whose key changed.
+_KEY_CHECK_OFF = re.compile(
+    r"StrictHostKeyChecking[\s=]+(no|off)\b|UserKnownHostsFile[\s=]+/dev/null", re.I
+)
+_SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args")
+_KEY_CHECK_VARS = ("ansible_host_key_checking", "ansible_ssh_host_key_checking")
+
+
+def host_key_checking_off(host: Host) -> str | None:
+    """Where the farm file turns host key checking off for `host` (var and file:line), if it
+    does: rigpivot refuses such a farm file rather than connect without checking keys."""
+    for var in _SSH_ARG_VARS:
+        if _KEY_CHECK_OFF.search(str(host.vars.get(var) or "")):
+            return f"{var} at {host.origin.get(var, '?')}"
+    for var in _KEY_CHECK_VARS:
+        if var in host.vars and str(host.vars[var]).strip().lower() in ("false", "no", "0", "off"):
+            return f"{var} at {host.origin.get(var, '?')}"
+    return None
+
+
+def ansible_host_key_args(known_hosts: Path) -> str:
+    """ssh options that make Ansible check a rig's key against the known_hosts preflight used."""
+    return f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={shlex.quote(str(known_hosts))}"
 
 
 def _key_name(host: Host) -> str:
@@ -73,7 +109,7 @@ class _Prober:
             return ProbeResult(host.name, None, str(e), time.monotonic() - start)
 
     def _probe(self, host: Host) -> RigFacts:
-        kh = _known_hosts_for(host, self.opts)
+        kh = known_hosts_for(host, self.opts)
         client = paramiko.SSHClient()
         if kh and kh.exists():
             client.load_host_keys(str(kh))
@@ -99,10 +135,11 @@ class _Prober:
             )
         except paramiko.BadHostKeyException as e:
             raise _ProbeError(
-                f"host key for {name} has CHANGED (now {e.key.get_name()} "
-                f"{e.key.get_fingerprint().hex()}); refusing to connect. If the rig was "
-                f"reinstalled, remove the old key with `ssh-keygen -f {kh} -R '{name}'` and "
-                "run again with --accept-new-host-keys"
+                f"host key for {name} ({host.name}) has CHANGED: it is not the key {kh} holds "
+                f"(now {e.key.get_name()} {_fingerprint(e.key)}); refusing to connect. Check "
+                "the new key (the rig's console, its reinstall record), then remove the old "
+                f"one with `ssh-keygen -f {kh} -R '{name}'` and run again with "
+                "--accept-new-host-keys"
             ) from e
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e):

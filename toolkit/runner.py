@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ class RigOutcome:
     failed_task: str | None = None
     message: str | None = None
     last_task: str | None = None
-    reached: bool = False  # any task ran on the rig
+    reached: bool = False  # a task ran on the rig (came back ok or failed)
     record: dict[str, Any] | None = None  # the rig's pivot record, as rig_state last wrote it
 
 
@@ -61,9 +62,44 @@ class TaskEvent:
     status: str  # ok, changed, failed, unreachable, skipped, started
 
 
-def _failure_message(res: dict[str, Any]) -> str:
+HIDDEN = "(output hidden: the task handles secrets)"
+
+# What OpenSSH prints when a host's key is not the one known_hosts holds for it.
+_CHANGED_KEY = "REMOTE HOST IDENTIFICATION HAS CHANGED"
+_KH_FILE = re.compile(r"Offending \S+ key in (\S+?):\d+")
+_KH_HINT = re.compile(r"remove with:\s*(?:\r?\n)?\s*(ssh-keygen [^\r\n]+)")
+
+
+def host_key_message(host: str, text: str) -> str | None:
+    """A clear reason when ssh refused `host` because its key changed (or is unknown), else None.
+
+    OpenSSH's own text is a banner of @ signs that a 500-character excerpt cuts before the
+    useful part; the operator needs the rig, the known_hosts file and the command to run once
+    the new key is checked."""
+    if _CHANGED_KEY in text:
+        kh = _KH_FILE.search(text)
+        hint = _KH_HINT.search(text)
+        where = kh.group(1) if kh else "known_hosts"
+        cmd = hint.group(1).strip() if hint else f"ssh-keygen -f {where} -R <host>"
+        return (
+            f"host key for {host} has CHANGED (it does not match {where}); refusing to "
+            f"connect. Check the rig's new key (console, reinstall record), then remove the "
+            f"old one with `{cmd}` and run again"
+        )
+    if "Host key verification failed" in text or "No ED25519 host key is known" in text:
+        return (
+            f"host key for {host} could not be verified against known_hosts (unknown or "
+            "changed key); refusing to connect. Check the key, add it to known_hosts "
+            "(preflight --accept-new-host-keys trusts new keys) and run again"
+        )
+    return None
+
+
+def _failure_message(res: dict[str, Any], host: str = "") -> str:
     if res.get("_ansible_no_log") or res.get("censored"):
-        return "(output hidden: the task handles secrets)"
+        return HIDDEN
+    if key_problem := host_key_message(host, str(res.get("msg") or "")):
+        return key_problem
     for key in ("msg", "stderr", "reason"):
         if res.get(key):
             text = str(res[key]).strip()
@@ -94,7 +130,11 @@ def run_playbook(
         if not host or host not in result.rigs:
             return True
         rig = result.rigs[host]
-        rig.reached = True
+        # Reached = a task came back from the rig. A task that only started, then found the rig
+        # unreachable (ssh refused: down, host key changed), changed nothing there: nothing
+        # to roll back.
+        if kind in ("runner_on_ok", "runner_on_failed"):
+            rig.reached = True
         task = str(data.get("task") or "")
         role = data.get("role")
         if kind == "runner_on_start":
@@ -115,7 +155,7 @@ def run_playbook(
         elif kind == "runner_on_unreachable":
             rig.ok, rig.unreachable = False, True
             rig.failed_task = task
-            rig.message = _failure_message(data.get("res") or {})
+            rig.message = _failure_message(data.get("res") or {}, host)
             on_event(TaskEvent(host, task, role, "unreachable"))
         return True
 
@@ -124,6 +164,11 @@ def run_playbook(
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
         "ANSIBLE_LIBRARY": str(REPO_ROOT / "toolkit" / "modules"),
         "ANSIBLE_NOCOLOR": "1",
+        # Host keys are always checked. ansible-runner sets this to False unless the
+        # environment names it, and False makes Ansible switch ssh's strict checking off
+        # ahead of the inventory's own options (OpenSSH keeps an option's first value): a rig
+        # whose key changed would then be reached with key auth. Forced, whatever the env.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         # ansible-playbook from the same install as this toolkit, then the system's ssh.
         "PATH": os.pathsep.join(
             [str(Path(sys.executable).parent), os.environ.get("PATH", "/usr/bin:/bin")]

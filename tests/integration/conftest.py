@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.lab import podman as pm
+from toolkit.lab.catalog import LabSecrets
 from toolkit.lab.rack import Lab
 
 pytestmark = pytest.mark.lab
@@ -115,11 +116,11 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, every: float =
 def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[..., Rack]]:
     labs: list[Lab] = []
 
-    def make(rigs: int, profile: str) -> Rack:
+    def make(rigs: int, profile: str, secrets: dict[str, LabSecrets] | None = None) -> Rack:
         name = f"t{os.getpid()}-{len(labs)}-{tmp_path_factory.getbasetemp().name[-6:]}"
         lab = Lab(tmp_path_factory.mktemp("lab"), name=name)
         labs.append(lab)
-        lab.up(rigs, profile)
+        lab.up(rigs, profile, lab_secrets=secrets)
         return Rack(lab)
 
     yield make

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from toolkit.errors import BadInputError
-from toolkit.lab.catalog import build_rig, load_catalog
+from toolkit.lab.catalog import LabSecrets, build_rig, load_catalog, load_secrets
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +76,29 @@ def test_broken_catalog_is_reported_with_its_path(tmp_path: Path):
         BadInputError, match=f"(?s){bad}: invalid lab catalog:.*rig profile r: unknown card 'nope'"
     ):
         load_catalog(bad)
+
+
+def test_chosen_secrets_replace_the_derived_ones(catalog):
+    chosen = LabSecrets(wallet="0xfeedbeef1234", pool_password="poolpw-1234",
+                        rig_passwd="rigpw-5678", farm_hash="ab" * 20)  # fmt: skip
+    hive = build_rig(catalog, "rig01", "rack1", "hive-3060x6", "lab1", secrets=chosen)
+    assert hive.miner.wallet == "0xfeedbeef1234" and hive.miner.password == "poolpw-1234"
+    assert hive.hive and (hive.hive.rig_passwd, hive.hive.farm_hash) == ("rigpw-5678", "ab" * 20)
+    derived = build_rig(catalog, "rig01", "rack1", "hive-3060x6", "lab1")
+    assert derived.miner.wallet != chosen.wallet and derived.miner.password == "x"
+    partial = build_rig(catalog, "rig01", "rack1", "hive-3060x6", "lab1",
+                        secrets=LabSecrets(rig_passwd="only-this"))  # fmt: skip
+    assert partial.miner.wallet == derived.miner.wallet
+    assert partial.hive and partial.hive.rig_passwd == "only-this"
+
+
+def test_lab_secrets_file_is_validated(tmp_path: Path):
+    good = tmp_path / "good.yml"
+    good.write_text("rig01: {wallet: '0xabcdef123456', farm_hash: '" + "0" * 40 + "'}\n")
+    assert load_secrets(good)["rig01"].wallet == "0xabcdef123456"
+    bad = tmp_path / "bad.yml"
+    bad.write_text("rig01: {farm_hash: not-hex, colour: blue}\n")
+    with pytest.raises(BadInputError) as e:
+        load_secrets(bad)
+    assert "for rig01" in str(e.value)
+    assert "farm_hash: String should match pattern" in str(e.value) and "colour" in str(e.value)

@@ -71,3 +71,26 @@ def test_unreachable_rig_exits_3_and_is_named(tmp_path: Path):
     proc = rigpivot("preflight", "--inventory", str(inv), "--timeout", "3")
     assert proc.returncode == 3
     assert "1 rig(s) unreachable: rig01" in proc.stderr
+
+
+def test_a_farm_file_that_turns_host_key_checking_off_is_refused(tmp_path: Path):
+    rig = Listener()
+    inv = tmp_path / "farm.ini"
+    for line in ("ansible_ssh_common_args='-o StrictHostKeyChecking=no'",
+                 "ansible_ssh_extra_args='-o UserKnownHostsFile=/dev/null'",
+                 "ansible_host_key_checking=false"):  # fmt: skip
+        inv.write_text(f"[rack1]\nrig01 ansible_host=127.0.0.1 ansible_port={rig.port}\n"
+                       f"[rack1:vars]\n{line}\n")  # fmt: skip
+        for verb in ("preflight", "convert"):
+            more = ["--yes", "--journal", str(tmp_path / "runs")] if verb == "convert" else []
+            proc = rigpivot(verb, "--inventory", str(inv), *more)
+            assert proc.returncode == 2, (line, proc.stdout, proc.stderr)
+            assert "rig01: the farm file turns SSH host key checking off" in proc.stderr
+            assert f"{inv}:4" in proc.stderr
+    # asking for new keys to be checked strictly (or accepted when new) is fine
+    inv.write_text(f"[rack1]\nrig01 ansible_host=127.0.0.1 ansible_port={rig.port}\n"
+                   "[rack1:vars]\nansible_ssh_common_args='-o StrictHostKeyChecking=accept-new'\n")  # fmt: skip
+    proc = rigpivot("preflight", "--inventory", str(inv), "--timeout", "3")
+    assert proc.returncode == 3  # probed (and the listener is no sshd)
+    rig.close()
+    assert rig.connections == 1

@@ -58,6 +58,7 @@ def test_rig_conf_identifies_the_rig_to_the_dashboard(spec, tmp_path):
     rig = sourced(hive_render.render(spec)["rig.conf"], tmp_path)
     assert rig["RIG_ID"] == str(spec["hive"]["rig_id"])
     assert rig["RIG_PASSWD"] == spec["hive"]["rig_passwd"]
+    assert rig["FARM_HASH"] == spec["hive"]["farm_hash"]
     assert rig["HIVE_HOST_URL"] == spec["hive"]["hive_host_url"]
     assert rig["WORKER_NAME"] == "rig01"
     assert rig["MINER"] == "t-rex"

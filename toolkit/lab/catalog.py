@@ -166,6 +166,40 @@ class MinerSpec(BaseModel):
     password: str = "x"
 
 
+_WORD = r"^[A-Za-z0-9._-]{6,128}$"
+
+
+class LabSecrets(_Strict):
+    """Secrets an operator (or a test) chooses for one lab rig at `lab up`, instead of the
+    ones derived from the lab id. They land where a farm keeps them: wallet.conf and rig.conf
+    on HiveOS (and the dashboard's copy `hello` restores at boot), the miner's start script
+    on plain Linux."""
+
+    wallet: str | None = Field(default=None, pattern=_WORD)
+    pool_password: str | None = Field(default=None, pattern=_WORD)
+    rig_passwd: str | None = Field(default=None, pattern=_WORD)
+    farm_hash: str | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
+
+
+def load_secrets(path: Path) -> dict[str, LabSecrets]:
+    """A YAML (or JSON) mapping of rig name -> LabSecrets fields."""
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise BadInputError(f"{path}: cannot read lab secrets: {e}") from e
+    if not isinstance(raw, dict):
+        raise BadInputError(f"{path}: lab secrets must map rig names to their secrets")
+    out: dict[str, LabSecrets] = {}
+    for rig, value in raw.items():
+        try:
+            out[str(rig)] = LabSecrets.model_validate(value)
+        except ValidationError as e:
+            raise BadInputError(
+                f"{path}: invalid lab secrets for {rig}:\n{describe_validation_error(e)}"
+            ) from e
+    return out
+
+
 class HiveSpec(BaseModel):
     rig_id: int
     rig_passwd: str
@@ -196,11 +230,18 @@ def _token(seed: str, n: int) -> str:
 
 
 def build_rig(
-    catalog: Catalog, name: str, rack: str, profile: str, lab_id: str, minute_seconds: float = 5.0
+    catalog: Catalog,
+    name: str,
+    rack: str,
+    profile: str,
+    lab_id: str,
+    minute_seconds: float = 5.0,
+    secrets: LabSecrets | None = None,
 ) -> RigSpec:
     """Expand one rig profile into a RigSpec. Identities are derived from the lab id and the
     rig name, so a rig keeps its UUIDs, wallet and HiveOS identity across `lab up` runs of
-    the same lab, and two labs never share them."""
+    the same lab, and two labs never share them; `secrets` overrides the derived ones."""
+    chosen = secrets or LabSecrets()
     rp = catalog.rigs[profile]
     seed = f"{lab_id}/{name}"
     gpus: list[GpuSpec] = []
@@ -238,15 +279,16 @@ def build_rig(
         coin=str(m["coin"]),
         api_port=int(m["api_port"]),
         pool_url=f"stratum+tcp://{POOL_HOST}:{POOL_PORT}",
-        wallet="0x" + _token(f"{seed}/wallet", 40),
+        wallet=chosen.wallet or "0x" + _token(f"{seed}/wallet", 40),
         worker=name,
+        password=chosen.pool_password or "x",
     )
     hive = None
     if rp.platform == "hiveos":
         hive = HiveSpec(
             rig_id=int(_token(f"{seed}/rigid", 6), 16) % 9_000_000 + 1_000_000,
-            rig_passwd=_token(f"{seed}/passwd", 16),
-            farm_hash=_token(f"{seed}/farm", 40),
+            rig_passwd=chosen.rig_passwd or _token(f"{seed}/passwd", 16),
+            farm_hash=chosen.farm_hash or _token(f"{seed}/farm", 40),
             hive_host_url=f"http://{HIVE_API_HOST}:{HIVE_API_PORT}/hive",
         )
     return RigSpec(

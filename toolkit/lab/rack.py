@@ -38,6 +38,7 @@ from toolkit.lab.catalog import (
     MIRROR_HOST,
     MIRROR_PORT,
     POOL_HOST,
+    LabSecrets,
     RigSpec,
     build_rig,
     load_catalog,
@@ -70,6 +71,8 @@ class LabState(BaseModel):
     subnet: str = ""
     admin_network: str = ""
     rigs: list[RigRecord] = []
+    # Secrets chosen at `lab up --secrets` (rig -> secrets), kept so a later `lab up` keeps them.
+    secrets: dict[str, LabSecrets] = {}
 
 
 @dataclass
@@ -142,13 +145,23 @@ class Lab:
         self._state_file.write_text(state.model_dump_json(indent=2) + "\n")
 
     # -- up ----------------------------------------------------------------------------
-    def up(self, rigs: int, profile: str, say: Callable[[str], None] = lambda _m: None) -> LabState:
+    def up(
+        self,
+        rigs: int,
+        profile: str,
+        say: Callable[[str], None] = lambda _m: None,
+        lab_secrets: dict[str, LabSecrets] | None = None,
+    ) -> LabState:
+        """`lab_secrets`: chosen wallets, pool passwords, rig passwords and farm hashes per rig
+        (HiveOS's dashboard copy gets them too, so `hello` keeps them at boot)."""
         if rigs < 1:
             raise BadInputError("--rigs must be at least 1")
         catalog = load_catalog()
         profiles = catalog.rack_profiles(profile, rigs)  # bad profile: fail before any work
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state = self.state()
+        if lab_secrets is not None:
+            state.secrets = dict(lab_secrets)
         say("lab image: checking the cache")
         image = lab_image.ensure_rig_image()
         self._ensure_key()
@@ -157,10 +170,14 @@ class Lab:
         state.subnet, state.admin_network = self._network_addresses()
 
         old = {r.name: r for r in state.rigs}
+        names = [f"rig{i + 1:02d}" for i in range(len(profiles))]
+        if unknown := sorted(set(state.secrets) - set(names)):
+            raise BadInputError(f"lab secrets name rigs this lab does not have: {unknown}")
         specs = [
-            build_rig(catalog, f"rig{i + 1:02d}", f"rack{i // self.rack_size + 1}", p, state.lab_id)
-            for i, p in enumerate(profiles)
-        ]
+            build_rig(catalog, n, f"rack{i // self.rack_size + 1}", p, state.lab_id,
+                      secrets=state.secrets.get(n))
+            for i, (n, p) in enumerate(zip(names, profiles, strict=True))
+        ]  # fmt: skip
         say("farm services: mirror, pool, HiveOS dashboard")
         state.farm_http_port = self._ensure_farm(image, specs, state.farm_http_port)
 

@@ -228,7 +228,12 @@ def main():
     except Exception as e:  # leave no half snapshot behind
         shutil.rmtree(tmp, ignore_errors=True)
         module.fail_json(msg="snapshot failed: %s" % e)
-    subprocess.run(["tar", "-czf", final + ".tar.gz", "-C", p["root"], snap_id], check=True)
+    # The archive holds wallets and rig passwords: owner-only, like the directory it sits in.
+    old_umask = os.umask(0o077)
+    try:
+        subprocess.run(["tar", "-czf", final + ".tar.gz", "-C", p["root"], snap_id], check=True)
+    finally:
+        os.umask(old_umask)
     link_tmp = latest + ".tmp"
     if os.path.lexists(link_tmp):
         os.unlink(link_tmp)

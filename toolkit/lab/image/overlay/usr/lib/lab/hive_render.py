@@ -63,6 +63,8 @@ def rig_conf(spec: dict) -> str:
         [
             ("HIVE_HOST_URL", _q(hive["hive_host_url"])),
             ("API_HOST_URLs", _q(hive["hive_host_url"])),
+            # Set when a rig joins its farm by hash (first boot); a secret like RIG_PASSWD.
+            ("FARM_HASH", _q(hive["farm_hash"])),
             ("RIG_ID", str(hive["rig_id"])),
             ("RIG_PASSWD", _q(hive["rig_passwd"])),
             ("WORKER_NAME", _q(miner["worker"])),
