@@ -240,8 +240,9 @@ def convert(
 ) -> None:
     """Convert every fit rig to AI inference, in rolling batches; failed rigs go back to mining.
 
-    Exit 0: done (or nothing to do); 1: some rigs failed or were rolled back; 2: bad input;
-    5: another run holds the farm's lock.
+    Exit 0: done (or nothing to do); 1: some rigs failed or were rolled back; 2: bad input
+    (nothing touched); 3: some rigs unreachable (left as they were); 5: another run holds the
+    farm's lock.
     """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import convert as run_convert
@@ -275,7 +276,11 @@ def rollback(
     accept_new_host_keys: AcceptNewKeys = False,
     known_hosts: KnownHosts = None,
 ) -> None:
-    """Put rigs back to mining from their snapshots: configs byte-identical, miner hashing."""
+    """Put rigs back to mining from their snapshots: configs byte-identical, miner hashing.
+
+    Exit 0: done; 1: some rigs failed (quarantined); 2: bad input or a rig without a snapshot
+    (nothing touched); 3: some rigs unreachable; 5: another run holds the farm's lock.
+    """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import rollback as run_rollback
 
@@ -303,11 +308,14 @@ def status(
     limit: Limit = None,
     known_hosts: KnownHosts = None,
 ) -> None:
-    """Show where each rig stands: mining, a step of the pivot, ai, or quarantined."""
-    from toolkit.inventory import load_inventory
+    """Show where each rig stands: mining, a step of the pivot, ai, or quarantined.
+
+    Changes nothing. Exit 0: done; 2: bad input (nothing probed); 3: some rigs unreachable.
+    """
+    from toolkit.preflight import check_farm
     from toolkit.probe import probe_fleet
 
-    hosts = load_inventory(inventory).select(limit)
+    hosts, _ = check_farm(inventory, limit)
     results = probe_fleet(hosts, _probe_options(False, known_hosts))
     table = Table(title=f"status: {inventory}")
     for col in ("rig", "state", "step", "snapshot", "platform", "miner", "driver"):
@@ -399,6 +407,12 @@ def _finish(report: RunReport) -> None:
     console.print(f"journal: {report.journal} (report.json, report.html)")
     if report.failed:
         raise typer.Exit(1)
+    unreachable = [r.host for r in report.rigs if r.outcome == "unreachable"]
+    if unreachable:
+        raise UnreachableError(
+            f"{len(unreachable)} rig(s) unreachable, left as they were: {', '.join(unreachable)}; "
+            "check them, then run the command again"
+        )
 
 
 def main() -> None:

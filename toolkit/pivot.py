@@ -25,10 +25,9 @@ import yaml
 from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, RigpivotError
-from toolkit.inventory import load_inventory
 from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
-from toolkit.preflight import run_preflight
+from toolkit.preflight import check_farm, run_preflight
 from toolkit.probe import ProbeOptions, probe_fleet
 from toolkit.report import run_html
 from toolkit.runner import PlayResult, TaskEvent, run_playbook
@@ -143,6 +142,8 @@ def convert(
 ) -> RunReport:
     """Preflight, plan, then convert fit rigs in rolling batches; rigs that fail are rolled
     back to mining (or quarantined when rollback fails too)."""
+    # Bad input is refused before the lock, the journal or any rig is touched.
+    check_farm(inventory, opts.limit)
     with farm_lock(opts.journal_root, inventory, "convert"):
         on_stage("preflight")
         fleet = run_preflight(inventory, opts.limit, opts.probe)
@@ -253,9 +254,8 @@ def rollback(
 ) -> RunReport:
     """Put rigs back to mining from their snapshots. Rigs with no snapshot are refused before
     anything runs."""
+    hosts, _ = check_farm(inventory, opts.limit)
     with farm_lock(opts.journal_root, inventory, "rollback"):
-        inv = load_inventory(inventory)
-        hosts = inv.select(opts.limit)
         probed = probe_fleet(hosts, opts.probe or ProbeOptions())
         unreachable = [r.host for r in probed if r.facts is None]
         no_snapshot = [
@@ -265,7 +265,8 @@ def rollback(
         if no_snapshot:
             raise BadInputError(
                 f"{', '.join(no_snapshot)}: no rigpivot snapshot on the rig (never converted), "
-                "so there is nothing to roll back to; leave them out with --limit"
+                "so there is nothing to roll back to: leave them out with --limit "
+                "(`rigpivot status` shows which rigs have one); nothing was changed"
             )
         todo = [r.host for r in probed if r.facts is not None]
         run_id, journal = _new_journal(opts.journal_root)
