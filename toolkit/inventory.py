@@ -106,7 +106,8 @@ def _expand(name: str, where: str) -> list[str]:
         items = [chr(c) for c in range(ord(lo), ord(hi) + 1)]
     else:
         raise BadInputError(
-            f"{where}: cannot read host range {m.group(0)}; use [01:40] (numbers) or [a:f] (letters)"
+            f"{where}: cannot read host range {m.group(0)}; "
+            "use [01:40] (numbers) or [a:f] (letters)"
         )
     return [n for i in items for n in _expand(head + i + tail, where)]
 

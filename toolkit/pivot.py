@@ -181,11 +181,16 @@ def convert(
 
         for n, batch in enumerate(plan.batches, 1):
             on_stage(f"batch {n}/{len(plan.batches)}: {', '.join(batch)}")
+            # The play's own max_fail_percentage would abort every rig of the batch at the first
+            # failure, leaving the others half-converted: here each rig of a batch finishes,
+            # and --max-fail-percent is applied between batches.
             play = run_playbook(
                 "convert.yml", inventories, batch, journal / "ansible" / f"{n:03d}-convert",
-                extravars={"rigpivot_batch_size": len(batch)}, check=opts.check,
-                on_event=on_event,
+                extravars={"rigpivot_batch_size": len(batch), "rigpivot_max_fail_percent": 100},
+                check=opts.check, on_event=on_event,
             )  # fmt: skip
+            if not opts.check:
+                _unfinished_is_failed(play)
             failed = play.failed()
             # Rigs the play never reached (it failed to start) were not changed: nothing to undo.
             touched = [h for h in failed if play.rigs[h].reached]
@@ -246,6 +251,21 @@ def convert(
         return report
 
 
+def _unfinished_is_failed(play: PlayResult) -> None:
+    """A rig is converted only when its pivot record says `ai`. One the play left earlier
+    without a failed task (the play was cut short) is half-way: it counts as failed, so that it
+    is rolled back like any other."""
+    for rig in play.rigs.values():
+        state = (rig.record or {}).get("state")
+        if rig.ok and rig.reached and state != "ai":
+            rig.ok = False
+            rig.failed_task = rig.last_task or "convert.yml"
+            rig.message = (
+                f"the play ended before the rig finished (its record says {state or 'nothing'}, "
+                f"not ai; {play.playbook} {play.status}, rc {play.rc})"
+            )
+
+
 def rollback(
     inventory: Path,
     opts: RunOptions,
@@ -283,7 +303,17 @@ def rollback(
             )  # fmt: skip
             for host in todo:
                 rig = play.rigs[host]
-                if rig.ok:
+                state = (rig.record or {}).get("state")
+                if rig.ok and not opts.check and state != "mining":
+                    # The play ended before this rig's restore finished (a whole serial batch
+                    # failed before it): it is not mining, whatever else it is.
+                    report.rigs.append(RigResult(
+                        host=host, outcome="failed",
+                        detail=f"not restored: the play ended first ({play.playbook} "
+                        f"{play.status}); its record says {state or 'nothing new'}; run "
+                        "rollback again",
+                    ))  # fmt: skip
+                elif rig.ok:
                     report.rigs.append(RigResult(host=host, outcome="mining"))
                 else:
                     report.rigs.append(

@@ -86,11 +86,11 @@ def _model_file_problem(value: str) -> str | None:
             if near:
                 return (
                     f"model {key!r} is not in the model catalog; did you mean {near[0]!r} "
-                    f"({near[0]}-{q}{value[len(stem):]})?"
+                    f"({near[0]}-{q}{value[len(stem) :]})?"
                 )
     near = difflib.get_close_matches(stem, list(stems), n=1, cutoff=0.85)
     if near:
-        return f"is not a model file of the catalog; did you mean {near[0]}{value[len(stem):]}?"
+        return f"is not a model file of the catalog; did you mean {near[0]}{value[len(stem) :]}?"
     return None
 
 
