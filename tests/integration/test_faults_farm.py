@@ -71,15 +71,23 @@ def mirror_answers(lab: Lab) -> bool:
         return False
 
 
+def stop_mirror(lab: Lab) -> None:
+    pm.podman("stop", "-t", "2", lab.farm_container)
+
+
+def start_mirror(lab: Lab) -> None:
+    pm.podman("start", lab.farm_container)
+    wait_for(lambda: mirror_answers(lab), 60, "the farm mirror to answer again", every=0.5)
+
+
 @contextlib.contextmanager
 def mirror_down(lab: Lab) -> Iterator[None]:
     """The farm container (apt mirror, model store) stopped; started again on the way out."""
-    pm.podman("stop", "-t", "2", lab.farm_container)
+    stop_mirror(lab)
     try:
         yield
     finally:
-        pm.podman("start", lab.farm_container)
-        wait_for(lambda: mirror_answers(lab), 60, "the farm mirror to answer again", every=0.5)
+        start_mirror(lab)
 
 
 def reindex(lab: Lab) -> None:
@@ -102,6 +110,15 @@ def build_broken_deb(out: Path) -> None:
     postinst.chmod(0o755)
     subprocess.run(["dpkg-deb", "--root-owner-group", "--build", str(root), str(out)],
                    check=True, capture_output=True)  # fmt: skip
+
+
+def with_host_vars(inventory: Path, host_vars: dict[str, str]) -> str:
+    """The lab's farm file with extra variables on some host lines."""
+    lines = []
+    for line in inventory.read_text().splitlines():
+        name = line.split(" ", 1)[0]
+        lines.append(f"{line} {host_vars[name]}" if name in host_vars and " " in line else line)
+    return "\n".join(lines) + "\n"
 
 
 def rig_of(rep: dict[str, Any], host: str) -> dict[str, Any]:
@@ -156,24 +173,20 @@ def test_a_batch_over_max_fail_percent_stops_the_run_before_the_next(rack, befor
 
 
 @pytest.fixture(scope="module")
-def faulty_run(rack: Rack, journal: Path, before, tmp_path_factory) -> Iterator[dict[str, Any]]:
+def faulty_run(rack: Rack, journal: Path, before, tmp_path_factory) -> dict[str, Any]:
     """One convert of the three rigs, each meeting its own fault:
     rig01: the filesystem holding the model directory is full (a tmpfs with no free inode,
            mounted over it: preflight still sees gigabytes free, the download cannot write);
     rig02: the model store serves a corrupt model: the engine dies at start, never ready;
     rig03: pinned to CUDA 12-2, whose newest package on the mirror fails in its postinst.
-    While it runs, a second convert of the same farm file is started and must refuse."""
+    While it runs, a second convert of the same farm file is started and must refuse.
+    The faults are undone before the tests look at the rigs' end state."""
     lab = rack.lab
     wd = tmp_path_factory.mktemp("faulty")
     inv = wd / "farm.ini"
-    lines = []
-    for line in lab.inventory.read_text().splitlines():
-        if line.startswith("rig02 "):
-            line += " inference_server_ready_timeout=20"
-        elif line.startswith("rig03 "):
-            line += " cuda_version=12-2"
-        lines.append(line)
-    inv.write_text("\n".join(lines) + "\n")
+    inv.write_text(with_host_vars(lab.inventory, {
+        "rig02": "inference_server_ready_timeout=20", "rig03": "cuda_version=12-2",
+    }))  # fmt: skip
 
     apt, models = farm_dir(lab) / "apt", farm_dir(lab) / "models"
     build_broken_deb(apt / BROKEN_DEB)
@@ -188,6 +201,7 @@ def faulty_run(rack: Rack, journal: Path, before, tmp_path_factory) -> Iterator[
                        f"models-disk {MODELS}")  # fmt: skip
     assert mount.returncode == 0, mount.stderr
     runs_before = set(journal.iterdir())
+    first: subprocess.Popen[str] | None = None
     try:
         args = ["convert", "-i", str(inv), "--yes", "--batch-size", "3",
                 "--max-fail-percent", "100", "--journal", str(journal)]  # fmt: skip
@@ -199,9 +213,14 @@ def faulty_run(rack: Rack, journal: Path, before, tmp_path_factory) -> Iterator[
         second = rigpivot(*args, timeout=120)
         out, err = first.communicate(timeout=1800)
         new_runs = [p for p in set(journal.iterdir()) - runs_before if p.name != ".locks"]
-        yield {"first": first, "first_out": out + err, "second": second,
-               "report": report(journal), "new_runs": new_runs}  # fmt: skip
+        models_disk = rack.ssh("rig01", f"mountpoint -q {MODELS} && ls -A {MODELS} | wc -l",
+                               check=False)  # fmt: skip
+        return {"first": first, "first_out": out + err, "second": second,
+                "report": report(journal), "new_runs": new_runs,
+                "models_disk_files": models_disk.strip()}  # fmt: skip
     finally:
+        if first is not None and first.poll() is None:
+            first.kill()
         os.replace(kept_model, good_model)
         (apt / BROKEN_DEB).unlink(missing_ok=True)
         reindex(lab)
@@ -228,8 +247,8 @@ def test_disk_full_at_model_download_names_the_disk_and_rolls_back(rack, before,
     assert f"to {MODELS} failed" in detail and "The disk is full: models-disk tmpfs" in detail
     assert "free space there, then run convert again" in detail
     assert assert_ai_or_mining(rack, "rig01", before["rig01"]) == "mining"
-    # the models disk stays mounted, emptied
-    assert rack.ssh("rig01", f"mountpoint -q {MODELS} && ls -A {MODELS} | wc -l").strip() == "0"
+    # the models disk stayed mounted, emptied
+    assert faulty_run["models_disk_files"] == "0"
 
 
 def test_engine_never_ready_fails_serve_and_rolls_back(rack, before, faulty_run):
@@ -253,3 +272,64 @@ def test_broken_package_rolls_back_leaving_no_half_installed_package(rack, befor
     # dpkg is clean: the half-configured toolkit went with the rest of the AI stack
     assert rack.ssh("rig03", "dpkg --audit") == ""
     assert rack.ssh("rig03", "dpkg-query -W 'cuda-*' 2>/dev/null | wc -l", check=False) == "0\n"
+
+
+# -- the mirror down when rollback needs it ------------------------------------------------
+
+
+def test_mirror_down_after_the_driver_changed_quarantines_and_the_next_rollback_finishes(
+    rack, journal, before, tmp_path
+):
+    """rig01's farm file pins driver 535 (the rig mines on 550): the conversion changes the
+    driver, then the mirror goes down. The CUDA download fails, and rollback cannot
+    fetch driver 550 back: the rig is quarantined with that reason, keeping the driver it
+    has. Once the mirror is back, the operator's `rollback` puts it back to mining."""
+    lab = rack.lab
+    inv = tmp_path / "farm.ini"
+    inv.write_text(with_host_vars(lab.inventory, {
+        "rig01": "nvidia_driver_branch=535 nvidia_driver_version=535.183.01 cuda_version=12-2",
+    }))  # fmt: skip
+    conv = subprocess.Popen(["rigpivot", "convert", "-i", str(inv), "--limit", "rig01", "--yes",
+                             "--journal", str(journal)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    probe = "dpkg-query -W -f='${Status}' nvidia-driver-535 2>/dev/null"
+
+    def driver_changed() -> bool:
+        if conv.poll() is not None:
+            return True
+        return "install ok installed" in rack.ssh("rig01", probe, check=False, timeout=10)
+
+    try:
+        wait_for(driver_changed, 900, "rig01 to get driver 535", every=0.5)
+        assert conv.poll() is None, "convert ended before the driver changed"
+        stop_mirror(lab)
+        out, err = conv.communicate(timeout=1800)
+    finally:
+        if conv.poll() is None:
+            conv.kill()
+        start_mirror(lab)
+    assert conv.returncode == 1, out[-3000:] + err[-3000:]
+    rig01 = rig_of(report(journal), "rig01")
+    assert rig01["outcome"] == "quarantined", rig01
+    detail = rig01["detail"]
+    assert detail.startswith("convert failed at cuda: "), detail
+    assert "rollback failed too: restore failed at " in detail, detail
+    assert "cannot fetch nvidia-driver-550=550.127.05-1lab" in detail, detail
+    assert "Bring the farm mirror http://mirror.lab:8080 back, then run rollback again" in detail
+    rec = record(rack, "rig01")
+    assert rec["state"] == "quarantined" and "cannot fetch" in rec["facts"]["quarantine_reason"]
+    # never without a driver: the one it got stays until rollback can put 550 back
+    assert "535.183.01" in rack.ssh("rig01", "nvidia-smi --query-gpu=driver_version "
+                                             "--format=csv,noheader")  # fmt: skip
+    status = rigpivot("status", "-i", str(lab.inventory), "--limit", "rig01")
+    assert status.returncode == 0 and "quarantined" in status.stdout, status.stdout
+
+    proc = rigpivot("rollback", "-i", str(lab.inventory), "--limit", "rig01", "--yes",
+                    "--journal", str(journal))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert outcomes(report(journal)) == {"rig01": "mining"}
+    assert assert_ai_or_mining(rack, "rig01", before["rig01"]) == "mining"
+    assert (
+        rack.ssh("rig01", "dpkg-query -W 'nvidia-driver-*'")
+        == "nvidia-driver-550\t550.127.05-1lab\n"
+    )
