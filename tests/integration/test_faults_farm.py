@@ -330,8 +330,10 @@ def test_mirror_down_after_the_driver_changed_quarantines_and_the_next_rollback_
     # never without a driver: the one it got stays until rollback can put 550 back
     assert "535.183.01" in rack.ssh("rig01", "nvidia-smi --query-gpu=driver_version "
                                              "--format=csv,noheader")  # fmt: skip
-    status = rigpivot("status", "-i", str(lab.inventory), "--limit", "rig01")
-    assert status.returncode == 0 and "quarantined" in status.stdout, status.stdout
+    status = subprocess.run(["rigpivot", "status", "-i", str(lab.inventory), "--limit", "rig01"],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert status.returncode == 0 and "│ quarantined │" in status.stdout, status.stdout
 
     proc = rigpivot("rollback", "-i", str(lab.inventory), "--limit", "rig01", "--yes",
                     "--journal", str(journal))  # fmt: skip
