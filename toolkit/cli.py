@@ -260,9 +260,9 @@ def convert(
 ) -> None:
     """Convert every fit rig to AI inference, in rolling batches; failed rigs go back to mining.
 
-    Exit 0: done (or nothing to do); 1: some rigs failed or were rolled back; 2: bad input;
-    3: some rigs unreachable (host key changed, down), the others done; 5: another run holds
-    the farm's lock.
+    Exit 0: done (or nothing to do); 1: some rigs failed or were rolled back; 2: bad input
+    (nothing touched); 3: some rigs unreachable (host key changed, down; left as they were),
+    the others done; 5: another run holds the farm's lock.
     """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import convert as run_convert
@@ -299,8 +299,9 @@ def rollback(
 ) -> None:
     """Put rigs back to mining from their snapshots: configs byte-identical, miner hashing.
 
-    Exit 0: done; 1: some rigs failed or are quarantined; 2: bad input (a rig has no
-    snapshot); 3: some rigs unreachable, the others done; 5: another run holds the lock.
+    Exit 0: done; 1: some rigs failed (quarantined); 2: bad input or a rig without a snapshot
+    (nothing touched); 3: some rigs unreachable, the others done; 5: another run holds the
+    farm's lock.
     """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import rollback as run_rollback
@@ -329,11 +330,14 @@ def status(
     limit: Limit = None,
     known_hosts: KnownHosts = None,
 ) -> None:
-    """Show where each rig stands: mining, a step of the pivot, ai, or quarantined."""
-    from toolkit.inventory import load_inventory
+    """Show where each rig stands: mining, a step of the pivot, ai, or quarantined.
+
+    Changes nothing. Exit 0: done; 2: bad input (nothing probed); 3: some rigs unreachable.
+    """
+    from toolkit.preflight import check_farm
     from toolkit.probe import probe_fleet
 
-    hosts = load_inventory(inventory).select(limit)
+    hosts, _ = check_farm(inventory, limit)
     results = probe_fleet(hosts, _probe_options(False, known_hosts))
     table = Table(title=f"status: {inventory}")
     for col in ("rig", "state", "step", "snapshot", "platform", "miner", "driver"):
@@ -427,12 +431,12 @@ def _finish(report: RunReport) -> None:
         console.print(f"snapshots: {report.snapshot_store} (private: wallets, rig passwords)")
     if report.failed:
         raise typer.Exit(1)
-    if report.unreachable:
-        err_console.print(
-            f"[red]not done:[/] {len(report.unreachable)} rig(s) unreachable: "
-            f"{escape(', '.join(report.unreachable))} (see the detail column)"
+    unreachable = [r.host for r in report.rigs if r.outcome == "unreachable"]
+    if unreachable:
+        raise UnreachableError(
+            f"{len(unreachable)} rig(s) unreachable, left as they were: {', '.join(unreachable)} "
+            "(see the detail column); check them, then run the command again"
         )
-        raise typer.Exit(UnreachableError.exit_code)
 
 
 def main() -> None:

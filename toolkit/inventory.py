@@ -8,6 +8,7 @@ preflight can refuse a bad farm file before anything is probed, and say exactly 
 
 from __future__ import annotations
 
+import difflib
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -67,9 +68,14 @@ class Inventory:
                 chosen += [n for n in names if n not in chosen]
         hosts = [self.hosts[n] for n in chosen if n not in excluded]
         if not hosts:
+            names = [*sorted(self.groups), *self.hosts]
+            near = difflib.get_close_matches(limit.strip().lstrip("!&"), names, n=1)
+            hint = f"did you mean {near[0]!r}? " if near else ""
+            shown = ", ".join(list(self.hosts)[:8]) + (" …" if len(self.hosts) > 8 else "")
             raise BadInputError(
-                f"--limit {limit!r} matches no host in {self.path} "
-                f"(groups: {', '.join(sorted(self.groups))})"
+                f"--limit {limit!r} matches no host in {self.path}: {hint}"
+                f"name hosts or groups of the inventory (groups: "
+                f"{', '.join(sorted(self.groups))}; hosts: {shown})"
             )
         return hosts
 
@@ -91,12 +97,18 @@ def _expand(name: str, where: str) -> list[str]:
     if lo.isdigit() and hi.isdigit():
         width = len(lo) if lo.startswith("0") else 0
         if int(lo) > int(hi):
-            raise BadInputError(f"{where}: host range {m.group(0)} runs backwards")
+            raise BadInputError(
+                f"{where}: host range {m.group(0)} runs backwards; write it low to high "
+                f"([{hi}:{lo}])"
+            )
         items = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
     elif len(lo) == len(hi) == 1 and lo.isalpha():
         items = [chr(c) for c in range(ord(lo), ord(hi) + 1)]
     else:
-        raise BadInputError(f"{where}: cannot read host range {m.group(0)}")
+        raise BadInputError(
+            f"{where}: cannot read host range {m.group(0)}; "
+            "use [01:40] (numbers) or [a:f] (letters)"
+        )
     return [n for i in items for n in _expand(head + i + tail, where)]
 
 
@@ -112,17 +124,31 @@ def _kv_pairs(tokens: list[str], where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for tok in tokens:
         if "=" not in tok:
-            raise BadInputError(f"{where}: expected key=value, found {tok!r}")
+            raise BadInputError(
+                f"{where}: expected key=value, found {tok!r}; variables after a host name "
+                "(or under [group:vars]) are written key=value"
+            )
         k, v = tok.split("=", 1)
         if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
-            raise BadInputError(f"{where}: {k!r} is not a valid variable name")
+            raise BadInputError(
+                f"{where}: {k!r} is not a valid variable name; use letters, digits and _, "
+                "not starting with a digit"
+            )
         out[k] = _value(v)
     return out
 
 
 def load_inventory(path: Path) -> Inventory:
     if not path.exists():
-        raise BadInputError(f"inventory {path} does not exist")
+        raise BadInputError(
+            f"inventory {path} does not exist: pass the farm's Ansible INI inventory with "
+            "--inventory (inventories/example/farm.ini shows the format; `rigpivot lab up` "
+            "writes the lab's)"
+        )
+    if path.is_dir():
+        raise BadInputError(
+            f"inventory {path} is a directory: pass the INI file in it with --inventory"
+        )
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
@@ -141,7 +167,10 @@ def load_inventory(path: Path) -> Inventory:
         if s.startswith("["):
             m = _SECTION.match(s)
             if not m:
-                raise BadInputError(f"{where}: cannot read section header {s!r}")
+                raise BadInputError(
+                    f"{where}: cannot read section header {s!r}; a section is [group], "
+                    "[group:vars] or [group:children]"
+                )
             section, kind = m.group(1), m.group(2) or ""
             if kind == "children":
                 children.setdefault(section, [])
@@ -151,7 +180,9 @@ def load_inventory(path: Path) -> Inventory:
         try:
             tokens = shlex.split(s, comments=True)
         except ValueError as e:
-            raise BadInputError(f"{where}: {e} in {s!r}") from e
+            raise BadInputError(
+                f"{where}: {e} in {s!r}; close the quote (or escape it with a backslash)"
+            ) from e
         if kind == "vars":
             for k, v in _kv_pairs(tokens, where).items():
                 group_vars.setdefault(section, {})[k] = (v, where)
@@ -159,7 +190,10 @@ def load_inventory(path: Path) -> Inventory:
             children[section].append(tokens[0])
         else:
             if not _NAME.match(tokens[0]):
-                raise BadInputError(f"{where}: {tokens[0]!r} is not a valid host name")
+                raise BadInputError(
+                    f"{where}: {tokens[0]!r} is not a valid host name; a host line starts with "
+                    "the rig's name (letters, digits, . - _), then key=value variables"
+                )
             hvars = _kv_pairs(tokens[1:], where)
             for name in _expand(tokens[0], where):
                 host = hosts.get(name)
@@ -177,11 +211,17 @@ def load_inventory(path: Path) -> Inventory:
     for g, kids in children.items():
         for kid in kids:
             if kid not in direct and kid not in children:
-                raise BadInputError(f"{path}: group {g!r} lists unknown child group {kid!r}")
+                raise BadInputError(
+                    f"{path}: group {g!r} lists unknown child group {kid!r}; add a [{kid}] "
+                    f"section with its hosts, or remove it from [{g}:children]"
+                )
 
     def members(g: str, seen: tuple[str, ...] = ()) -> list[str]:
         if g in seen:
-            raise BadInputError(f"{path}: group {g!r} is its own descendant")
+            raise BadInputError(
+                f"{path}: group {g!r} is its own descendant; remove the loop from the "
+                "[…:children] sections"
+            )
         out = list(direct.get(g, []))
         for kid in children.get(g, []):
             out += [h for h in members(kid, (*seen, g)) if h not in out]
@@ -208,7 +248,10 @@ def load_inventory(path: Path) -> Inventory:
             if k not in host.vars:  # host line vars win over group vars
                 host.vars[k], host.origin[k] = v, where
     if not hosts:
-        raise BadInputError(f"inventory {path} lists no hosts")
+        raise BadInputError(
+            f"inventory {path} lists no hosts: add the rigs under a [group] section, one per "
+            "line (rig01 ansible_host=10.0.1.1)"
+        )
     return Inventory(path=path, hosts=hosts, groups=groups)
 
 
@@ -228,9 +271,9 @@ def _vars_dir(d: Path) -> dict[str, dict[str, tuple[Any, str]]]:
             except yaml.YAMLError as e:
                 mark = getattr(e, "problem_mark", None)
                 line = f":{mark.line + 1}" if mark else ""
-                raise BadInputError(f"{y}{line}: not valid YAML: {e}") from e
+                raise BadInputError(f"{y}{line}: not valid YAML: {e}; fix the file") from e
             if not isinstance(data, dict):
-                raise BadInputError(f"{y}: expected a mapping of variables")
+                raise BadInputError(f"{y}: expected a mapping of variables (name: value lines)")
             for k, v in data.items():
                 out.setdefault(name, {})[str(k)] = (v, str(y))
     return out

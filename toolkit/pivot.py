@@ -28,10 +28,10 @@ import yaml
 from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, RigpivotError
-from toolkit.inventory import Host, load_inventory
+from toolkit.inventory import Host
 from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
-from toolkit.preflight import run_preflight
+from toolkit.preflight import check_farm, run_preflight
 from toolkit.probe import ProbeOptions, ansible_host_key_args, known_hosts_for, probe_fleet
 from toolkit.report import run_html
 from toolkit.rolevars import check_convert_vars
@@ -207,11 +207,13 @@ def convert(
 ) -> RunReport:
     """Preflight, plan, then convert fit rigs in rolling batches; rigs that fail are rolled
     back to mining (or quarantined when rollback fails too)."""
+    # Bad input is refused before the lock, the journal or any rig is touched.
+    selected, _ = check_farm(inventory, opts.limit)
+    farm = {h.name: h for h in selected}
     with farm_lock(opts.journal_root, inventory, "convert"):
         on_stage("preflight")
         fleet = run_preflight(inventory, opts.limit, opts.probe)
         plan = plan_conversion(fleet, opts.batch_size)
-        farm = load_inventory(inventory).hosts
         check_convert_vars([farm[r.host] for r in plan.of("convert") if r.host in farm])
         run_id, journal = _new_journal(opts.journal_root)
         (journal / "preflight.json").write_text(fleet.model_dump_json(indent=2))
@@ -239,7 +241,6 @@ def convert(
         # The plan's choices go in as host variables the roles' defaults fall back to.
         plan_inv = journal / "plan-inventory.yml"
         hosts = {r.host: r.role_vars() for r in plan.of("convert")}
-        farm = load_inventory(inventory).hosts
         for name, v in hosts.items():
             v.update(_ssh_vars(farm[name], opts.probe))
         # Snapshots hold wallets and rig passwords: fetched into the private store, never
@@ -257,11 +258,16 @@ def convert(
 
         for n, batch in enumerate(plan.batches, 1):
             on_stage(f"batch {n}/{len(plan.batches)}: {', '.join(batch)}")
+            # The play's own max_fail_percentage would abort every rig of the batch at the first
+            # failure, leaving the others half-converted: here each rig of a batch finishes,
+            # and --max-fail-percent is applied between batches.
             play = run_playbook(
                 "convert.yml", inventories, batch, journal / "ansible" / f"{n:03d}-convert",
-                extravars={"rigpivot_batch_size": len(batch)}, check=opts.check,
-                on_event=on_event,
+                extravars={"rigpivot_batch_size": len(batch), "rigpivot_max_fail_percent": 100},
+                check=opts.check, on_event=on_event,
             )  # fmt: skip
+            if not opts.check:
+                _unfinished_is_failed(play)
             failed = play.failed()
             # Rigs the play never reached (it failed to start) were not changed: nothing to undo.
             touched = [h for h in failed if play.rigs[h].reached]
@@ -324,6 +330,21 @@ def convert(
         return report
 
 
+def _unfinished_is_failed(play: PlayResult) -> None:
+    """A rig is converted only when its pivot record says `ai`. One the play left earlier
+    without a failed task (the play was cut short) is half-way: it counts as failed, so that it
+    is rolled back like any other."""
+    for rig in play.rigs.values():
+        state = (rig.record or {}).get("state")
+        if rig.ok and rig.reached and state != "ai":
+            rig.ok = False
+            rig.failed_task = rig.last_task or "convert.yml"
+            rig.message = (
+                f"the play ended before the rig finished (its record says {state or 'nothing'}, "
+                f"not ai; {play.playbook} {play.status}, rc {play.rc})"
+            )
+
+
 def rollback(
     inventory: Path,
     opts: RunOptions,
@@ -332,9 +353,8 @@ def rollback(
 ) -> RunReport:
     """Put rigs back to mining from their snapshots. Rigs with no snapshot are refused before
     anything runs."""
+    hosts, _ = check_farm(inventory, opts.limit)
     with farm_lock(opts.journal_root, inventory, "rollback"):
-        inv = load_inventory(inventory)
-        hosts = inv.select(opts.limit)
         probed = probe_fleet(hosts, opts.probe or ProbeOptions())
         no_snapshot = [
             r.host for r in probed
@@ -343,7 +363,8 @@ def rollback(
         if no_snapshot:
             raise BadInputError(
                 f"{', '.join(no_snapshot)}: no rigpivot snapshot on the rig (never converted), "
-                "so there is nothing to roll back to; leave them out with --limit"
+                "so there is nothing to roll back to: leave them out with --limit "
+                "(`rigpivot status` shows which rigs have one); nothing was changed"
             )
         todo = [r.host for r in probed if r.facts is not None]
         run_id, journal = _new_journal(opts.journal_root)
@@ -367,7 +388,17 @@ def rollback(
             )  # fmt: skip
             for host in todo:
                 rig = play.rigs[host]
-                if rig.ok:
+                state = (rig.record or {}).get("state")
+                if rig.ok and not opts.check and state != "mining":
+                    # The play ended before this rig's restore finished (a whole serial batch
+                    # failed before it): it is not mining, whatever else it is.
+                    report.rigs.append(RigResult(
+                        host=host, outcome="failed",
+                        detail=f"not restored: the play ended first ({play.playbook} "
+                        f"{play.status}); its record says {state or 'nothing new'}; run "
+                        "rollback again",
+                    ))  # fmt: skip
+                elif rig.ok:
                     report.rigs.append(RigResult(host=host, outcome="mining"))
                 else:
                     report.rigs.append(

@@ -6,22 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.errors import BadInputError
-from toolkit.inventory import load_inventory
+from toolkit.inventory import Host, load_inventory
 from toolkit.models import FleetReport, RigVerdict
-from toolkit.policy import judge_rig, policy_for
+from toolkit.policy import Policy, judge_rig, policy_for
 from toolkit.probe import ProbeOptions, ProbeResult, host_key_checking_off, probe_fleet
 from toolkit.rolevars import check_role_vars
 
 
-def run_preflight(
-    inventory: Path,
-    limit: str | None = None,
-    opts: ProbeOptions | None = None,
-    on_result: Callable[[ProbeResult], None] = lambda _r: None,
-) -> FleetReport:
-    inv = load_inventory(inventory)
-    hosts = inv.select(limit)
-    # Every host's policy is checked before the first SSH connection: bad input touches nothing.
+def check_farm(inventory: Path, limit: str | None = None) -> tuple[list[Host], dict[str, Policy]]:
+    """The farm file as every verb reads it, before any rig is contacted: the inventory, the
+    --limit, each host's policy variables and role variables. Bad input raises BadInputError
+    naming file, line and host, and nothing is touched."""
+    hosts = load_inventory(inventory).select(limit)
     policies = {h.name: policy_for(h) for h in hosts}
     for h in hosts:
         check_role_vars(h)
@@ -31,6 +27,18 @@ def run_preflight(
                 "always checks host keys (a changed key means a reinstalled rig or someone in "
                 "the middle): remove it, and trust new keys with --accept-new-host-keys"
             )
+    return hosts, policies
+
+
+def run_preflight(
+    inventory: Path,
+    limit: str | None = None,
+    opts: ProbeOptions | None = None,
+    on_result: Callable[[ProbeResult], None] = lambda _r: None,
+) -> FleetReport:
+    # Every host's variables are checked before the first SSH connection: bad input touches
+    # nothing.
+    hosts, policies = check_farm(inventory, limit)
     base = opts or ProbeOptions()
     results = probe_fleet(hosts, base, on_result)
     rigs: list[RigVerdict] = []

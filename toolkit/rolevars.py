@@ -74,13 +74,69 @@ def _cidr_problem(value: Any) -> str | None:
     return None
 
 
+def _all_options() -> list[str]:
+    return [v for opts in role_options().values() for v in opts]
+
+
+# A model file the farm file names is refused when it is *almost* a catalog model's file (a
+# typo that would only surface as a 404 mid-conversion); a name unlike any catalog model is
+# the farm's own model (the lab serves a tiny one) and goes through as is.
+_MODEL_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".gguf")
+
+
+def _catalog_model_files() -> tuple[dict[str, str], list[str]]:
+    """catalog file stems (`qwen2.5-14b-awq`) -> model key, and the quantisation suffixes."""
+    from toolkit.hardware import model_catalog
+
+    cat = model_catalog()
+    quants = sorted({q.lower() for qs in cat.quantizations.values() for q in qs}, key=len)
+    stems = {f"{key}-{q}": key for key in cat.models for q in quants}
+    return stems, quants
+
+
+def _model_file_problem(value: str) -> str | None:
+    stem = value.lower()
+    for suffix in _MODEL_SUFFIXES:
+        if stem.endswith(suffix):
+            stem = stem.removesuffix(suffix)
+            break
+    stems, quants = _catalog_model_files()
+    if stem in stems:
+        return None
+    from toolkit.hardware import model_catalog
+
+    models = list(model_catalog().models)
+    for q in reversed(quants):  # longest first: q4_k_m before a shorter match
+        if stem.endswith("-" + q):
+            key = stem.removesuffix("-" + q)
+            near = difflib.get_close_matches(key, models, n=1, cutoff=0.8)
+            if near:
+                return (
+                    f"model {key!r} is not in the model catalog; did you mean {near[0]!r} "
+                    f"({near[0]}-{q}{value[len(stem) :]})?"
+                )
+    near = difflib.get_close_matches(stem, list(stems), n=1, cutoff=0.85)
+    if near:
+        return f"is not a model file of the catalog; did you mean {near[0]}{value[len(stem) :]}?"
+    return None
+
+
 def check_role_vars(host: Host) -> None:
     problems: list[str] = []
     for var, value in host.vars.items():
         role = _role_of(var)
-        if role is None:
-            continue
         where = host.origin.get(var, "inventory")
+        if role is None:
+            if var.startswith(("ansible_", "rigpivot_")):
+                continue
+            # A misspelt role prefix (`inference_sever_engine`) matches no role at all.
+            near = difflib.get_close_matches(var, _all_options(), n=1, cutoff=0.9)
+            if near:
+                problems.append(
+                    f"{where}: {var} (host {host.name}) is not a variable of any role; "
+                    f"did you mean {near[0]}?"
+                )
+            continue
         spec = role_options()[role].get(var)
         if spec is None:
             near = difflib.get_close_matches(var, list(role_options()[role]), n=1)
@@ -109,6 +165,13 @@ def check_role_vars(host: Host) -> None:
             )
         elif _is_cidr_list(var, spec) and (problem := _cidr_problem(value)):
             problems.append(f"{where}: {var} (host {host.name}) {problem}")
+        elif var == "inference_server_model_file" and isinstance(value, str) and value:
+            why = _model_file_problem(value)
+            if why:
+                problems.append(
+                    f"{where}: {var} (host {host.name}) {value!r}: {why} "
+                    "(catalog: toolkit/data/models.yml)"
+                )
     if problems:
         raise BadInputError("\n".join(problems))
 
