@@ -10,6 +10,7 @@ back once in all, which keeps the module short.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -89,6 +90,22 @@ def plays_of(journal: Path) -> list[int]:
             if str(journal) in cmd and "ansible" in cmd:
                 pids.append(int(entry.name))
     return pids
+
+
+def task_started(runs: list[Path], host: str, role: str, task: str) -> bool:
+    """Whether a play of these runs has started `task` of `role` on `host`, from
+    ansible-runner's events as they land in the run journal."""
+    for f in (f for run in runs for f in run.glob("ansible/*/artifacts/*/job_events/*.json")):
+        try:
+            event = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # being written
+        data = event.get("event_data") or {}
+        if (event.get("event"), data.get("host"), data.get("role")) == (
+            "runner_on_start", host, role,
+        ) and str(data.get("task", "")).startswith(task):  # fmt: skip
+            return True
+    return False
 
 
 def lock_is_free(rack: Rack, journal: Path) -> bool:
@@ -209,9 +226,15 @@ def block_ssh(rack: Rack, rig: str, on: bool) -> None:
 
 def test_ssh_drop_mid_convert_is_reported_and_the_next_convert_finishes(rack, journal, before):
     started = (pm.inspect(rack.container("rig02")) or {})["State"]["StartedAt"]
+    earlier = set(journal.iterdir())
     run = Run(rack, journal, "--limit", "rig02")
-    wait_for(lambda: state(rack, "rig02") == "stack_installed", 900, "rig02's stack installed")
-    block_ssh(rack, "rig02", True)  # while the instances start and answer readiness
+    readiness = "Wait until every instance answers"
+    wait_for(
+        lambda: task_started(sorted(set(journal.iterdir()) - earlier), "rig02",
+                             "inference_server", readiness),
+        900, "rig02's readiness check", every=0.2,
+    )  # fmt: skip
+    block_ssh(rack, "rig02", True)  # while its instances start and answer readiness
     try:
         rc = run.wait(timeout=600)
     finally:
