@@ -70,6 +70,13 @@ class TaskEvent:
 def _failure_message(res: dict[str, Any]) -> str:
     if res.get("_ansible_no_log") or res.get("censored"):
         return "(output hidden: the task handles secrets)"
+    # A loop's summary ("All items completed", "One or more items failed") says nothing:
+    # the first item that failed or could not reach the rig does.
+    items = res.get("results")
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and (item.get("failed") or item.get("unreachable")):
+                return _failure_message(item)
     for key in ("msg", "stderr", "reason"):
         if res.get(key):
             text = str(res[key]).strip()

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.unit.factories import card, rig
-from toolkit import cli, pivot
+from toolkit import cli, pivot, runner
 from toolkit.errors import InterruptedRunError
 from toolkit.inventory import Host
 from toolkit.models import FleetReport
@@ -101,3 +101,14 @@ def test_first_ctrl_c_asks_to_stop_and_the_second_quits(monkeypatch):
         pytest.fail("the second Ctrl-C did not quit")
     assert quit_.value.exit_code == 130
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_a_loop_that_lost_the_rig_is_described_by_its_item_not_its_summary():
+    res = {
+        "msg": "All items completed",
+        "results": [
+            {"item": "0", "changed": True},
+            {"item": "1", "unreachable": True, "msg": "Data could not be sent to remote host"},
+        ],
+    }
+    assert runner._failure_message(res) == "Data could not be sent to remote host"
