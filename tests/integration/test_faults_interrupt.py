@@ -255,3 +255,25 @@ def test_rollback_after_the_kill_and_the_drop_restores_mining_byte_for_byte(rack
     assert outcomes(report(journal)) == dict.fromkeys(RIGS, "mining")
     for rig in RIGS:
         assert assert_ai_or_mining(rack, rig, before[rig]) == "mining"
+
+
+def test_rollback_straight_after_a_kill_mid_driver_install_restores_mining(rack, journal, before):
+    """The other way out of a power cut: no resume, straight back to mining from the snapshot
+    (rollback finishes the half-configured driver, removes it, reinstalls the mining one)."""
+    cut = power_cut_when(rack, "rig01", "nvidia-driver-550.postinst")
+    run = Run(rack, journal, "--limit", "rig01")
+    rc = run.wait(timeout=1200)
+    cut.join(timeout=5)
+    assert cut.caught, "the driver's postinst never ran on rig01"  # type: ignore[attr-defined]
+    assert rc == 3, run.output
+    assert outcomes(report(journal)) == {"rig01": "unreachable"}
+    pm.podman("start", rack.container("rig01"))
+    rack.wait_ready("rig01")
+    assert rack.ssh("rig01", "dpkg --audit", check=False).strip(), "dpkg was not left half done"
+
+    proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--limit", "rig01", "--yes",
+                    "--journal", str(journal))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert outcomes(report(journal)) == {"rig01": "mining"}
+    assert rack.ssh("rig01", "dpkg --audit").strip() == ""
+    assert assert_ai_or_mining(rack, "rig01", before["rig01"]) == "mining"
