@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
 import sys
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -15,7 +20,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit.errors import BadInputError, RigpivotError, UnreachableError
+from toolkit.errors import BadInputError, InterruptedRunError, RigpivotError, UnreachableError
 from toolkit.models import FleetReport
 from toolkit.plan import Plan
 from toolkit.preflight import run_preflight
@@ -240,6 +245,36 @@ def _can_ask() -> bool:
     return sys.stdin.isatty()
 
 
+@contextlib.contextmanager
+def _stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """The first Ctrl-C (SIGINT) asks the run to stop cleanly: the running play is killed, no
+    rollback or batch starts, the report is written and the farm lock released. A second
+    Ctrl-C quits at once (the play's processes are killed all the same)."""
+    stop = threading.Event()
+
+    def on_sigint(_signum: int, _frame: FrameType | None) -> None:
+        if stop.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        stop.set()
+        err_console.print(
+            "[yellow]interrupted: stopping the play; each rig keeps the state it recorded "
+            "(Ctrl-C again to quit at once)[/]"
+        )
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop
+    except KeyboardInterrupt:
+        raise InterruptedRunError(
+            "quit at the second Ctrl-C before the report was written; each rig keeps the state "
+            "it recorded: `rigpivot status` shows it, `convert` resumes, `rollback` returns "
+            "to mining"
+        ) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 @app.command()
 def convert(
     inventory: Inventory,
@@ -261,8 +296,9 @@ def convert(
     """Convert every fit rig to AI inference, in rolling batches; failed rigs go back to mining.
 
     Exit 0: done (or nothing to do); 1: some rigs failed or were rolled back; 2: bad input
-    (nothing touched); 3: some rigs unreachable (host key changed, down; left as they were),
-    the others done; 5: another run holds the farm's lock.
+    (nothing touched); 3: some rigs were or went unreachable (host key changed, down; re-run to
+    resume them); 5: another run holds the farm's lock; 130: interrupted (Ctrl-C), rigs keep
+    their recorded state.
     """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import convert as run_convert
@@ -282,8 +318,8 @@ def convert(
             raise BadInputError("convert changes rigs: confirm at a terminal or pass --yes")
         return typer.confirm("Convert these rigs?", default=False)
 
-    with _Progress() as progress:
-        report = run_convert(inventory, opts, confirm, progress.event, progress.stage)
+    with _stop_on_ctrl_c() as stop, _Progress() as progress:
+        report = run_convert(inventory, opts, confirm, progress.event, progress.stage, stop.is_set)
     _finish(report)
 
 
@@ -301,7 +337,7 @@ def rollback(
 
     Exit 0: done; 1: some rigs failed (quarantined); 2: bad input or a rig without a snapshot
     (nothing touched); 3: some rigs unreachable, the others done; 5: another run holds the
-    farm's lock.
+    farm's lock; 130: interrupted.
     """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import rollback as run_rollback
@@ -319,8 +355,8 @@ def rollback(
             raise BadInputError("rollback changes rigs: confirm at a terminal or pass --yes")
         return typer.confirm("Roll these rigs back to mining?", default=False)
 
-    with _Progress() as progress:
-        report = run_rollback(inventory, opts, confirm, progress.event)
+    with _stop_on_ctrl_c() as stop, _Progress() as progress:
+        report = run_rollback(inventory, opts, confirm, progress.event, stop.is_set)
     _finish(report)
 
 
@@ -410,16 +446,16 @@ class _Progress:
 
 def _finish(report: RunReport) -> None:
     table = Table(title=f"{report.command}{' --check' if report.check else ''}: {report.run_id}")
-    for col in ("rig", "outcome", "engine / model", "endpoints", "detail"):
+    for col in ("rig", "outcome", "state", "engine / model", "endpoints", "detail"):
         table.add_column(col, overflow="fold")
     colour = {"converted": "green", "mining": "green", "already-ai": "green",
               "would-convert": "green", "rolled-back": "yellow", "not-started": "yellow",
-              "untouched": "dim"}  # fmt: skip
+              "interrupted": "yellow", "untouched": "dim"}  # fmt: skip
     for r in report.rigs:
         c = colour.get(r.outcome, "red")
         table.add_row(
-            r.host, f"[{c}]{r.outcome}[/]", f"{r.engine or ''} {r.model or ''}".strip(),
-            "\n".join(r.endpoints), escape(r.detail),
+            r.host, f"[{c}]{r.outcome}[/]", r.state or "",
+            f"{r.engine or ''} {r.model or ''}".strip(), "\n".join(r.endpoints), escape(r.detail),
         )  # fmt: skip
     console.print(table)
     counts = Counter(r.outcome for r in report.rigs)
@@ -429,13 +465,20 @@ def _finish(report: RunReport) -> None:
     console.print(f"journal: {report.journal} (report.json, report.html)")
     if any(r.snapshot for r in report.rigs):
         console.print(f"snapshots: {report.snapshot_store} (private: wallets, rig passwords)")
+    if report.interrupted:
+        left = [r.host for r in report.rigs if r.outcome == "interrupted"]
+        raise InterruptedRunError(
+            f"{report.command} interrupted; "
+            + (f"stopped mid-way, at their recorded state: {', '.join(left)}; " if left else "")
+            + f"re-run `{report.command}` to continue"
+            + (", or `rollback` to return them to mining" if report.command == "convert" else "")
+        )
     if report.failed:
         raise typer.Exit(1)
-    unreachable = [r.host for r in report.rigs if r.outcome == "unreachable"]
-    if unreachable:
+    if report.unreachable:
         raise UnreachableError(
-            f"{len(unreachable)} rig(s) unreachable, left as they were: {', '.join(unreachable)} "
-            "(see the detail column); check them, then run the command again"
+            f"unreachable: {', '.join(report.unreachable)}; once they answer, re-run "
+            f"`{report.command}` to finish them"
         )
 
 

@@ -21,6 +21,12 @@ class UnreachableError(RigpivotError):
     exit_code = 3
 
 
+class InterruptedRunError(RigpivotError):
+    """The operator stopped the run (Ctrl-C / SIGINT): 128 + SIGINT, as shells report it."""
+
+    exit_code = 130
+
+
 class LabError(RigpivotError):
     """The lab (podman, image build, rig containers) failed."""
 

@@ -12,10 +12,12 @@ and sha256 only.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
 import getpass
 import hashlib
+import logging
 import os
 import secrets
 import socket
@@ -28,14 +30,16 @@ import yaml
 from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, RigpivotError
-from toolkit.inventory import Host
+from toolkit.inventory import Host, load_inventory
 from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import check_farm, run_preflight
 from toolkit.probe import ProbeOptions, ansible_host_key_args, known_hosts_for, probe_fleet
 from toolkit.report import run_html
 from toolkit.rolevars import check_convert_vars
-from toolkit.runner import PlayResult, TaskEvent, run_playbook
+from toolkit.runner import PlayResult, RigOutcome, TaskEvent, run_playbook
+
+log = logging.getLogger(__name__)
 
 
 class LockedError(RigpivotError):
@@ -46,7 +50,7 @@ class LockedError(RigpivotError):
 
 Outcome = Literal[
     "converted", "already-ai", "rolled-back", "quarantined", "failed", "untouched",
-    "unreachable", "not-started", "would-convert", "mining",
+    "unreachable", "not-started", "would-convert", "mining", "interrupted",
 ]  # fmt: skip
 
 
@@ -67,6 +71,10 @@ class RigResult(BaseModel):
     endpoints: list[str] = []
     batch: int | None = None
     snapshot: SnapshotRef | None = None
+    # The rig's pivot record (/var/lib/rigpivot/state.json) as last seen: where a rig that
+    # went away or was interrupted stands, and so where the next run resumes it from.
+    state: str | None = None
+    step: str | None = None
 
 
 class RunReport(BaseModel):
@@ -79,6 +87,7 @@ class RunReport(BaseModel):
     started: str
     finished: str = ""
     stopped_early: str | None = None
+    interrupted: bool = False  # the operator stopped the run (SIGINT)
     rigs: list[RigResult] = []
 
     def count(self, outcome: Outcome) -> int:
@@ -198,15 +207,65 @@ def _endpoints(address: str, ports: list[int]) -> list[str]:
     return [f"http://{host}:{p}/v1" for p in ports]
 
 
+RESUME_HINT = "`convert` resumes it, `rollback` returns it to mining"
+INTERRUPTED = "interrupted by the operator (SIGINT)"
+
+
+def _where(rig: RigOutcome) -> str:
+    step = rig.last_role or rig.failed_task or "the play"
+    return f"{step}: {rig.last_task}" if rig.last_role and rig.last_task else step
+
+
+def _recorded(
+    inventory: Path,
+    hosts: list[str],
+    plays: list[PlayResult],
+    opts: RunOptions,
+    before: dict[str, str | None],
+) -> dict[str, tuple[str | None, str | None]]:
+    """Each rig's pivot record now: read from the rig (read-only probe) when it answers, else
+    the last record a play saw, else the state preflight read before the run."""
+    found: dict[str, tuple[str | None, str | None]] = {h: (before.get(h), None) for h in hosts}
+    for play in plays:
+        for h in hosts:
+            rec = play.rigs[h].record if h in play.rigs else None
+            if rec:
+                found[h] = (rec.get("state"), rec.get("step"))
+    try:
+        live = probe_fleet(
+            load_inventory(inventory).select(",".join(hosts)),
+            dataclasses.replace(opts.probe or ProbeOptions(), timeout=10),
+        )
+    except RigpivotError as e:
+        log.warning("could not read the pivot records back: %s", e)
+        return found
+    for res in live:
+        if res.facts is not None:
+            pv = res.facts.pivot
+            found[res.host] = (pv.state or "mining", pv.step) if pv else ("mining", None)
+    return found
+
+
+def _state_text(state: str | None, step: str | None) -> str:
+    if state is None:
+        return "no pivot record read"
+    return f"recorded state {state}" + (f" (step {step})" if step else "")
+
+
 def convert(
     inventory: Path,
     opts: RunOptions,
     confirm: Callable[[Plan, FleetReport], bool],
     on_event: Callable[[TaskEvent], None] = lambda _e: None,
     on_stage: Callable[[str], None] = lambda _s: None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RunReport:
     """Preflight, plan, then convert fit rigs in rolling batches; rigs that fail are rolled
-    back to mining (or quarantined when rollback fails too)."""
+    back to mining (or quarantined when rollback fails too).
+
+    When `should_stop` turns true (the operator's Ctrl-C) the running play is stopped, no
+    rollback and no further batch starts, and the report names each rig that was stopped
+    mid-way with the state its pivot record holds: a later `convert` resumes from there."""
     # Bad input is refused before the lock, the journal or any rig is touched.
     selected, _ = check_farm(inventory, opts.limit)
     farm = {h.name: h for h in selected}
@@ -256,7 +315,16 @@ def convert(
         plan_inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
         inventories = [plan_inv, inventory]
 
+        def stop_here(n: int, why: str) -> None:
+            rest = [h for b in plan.batches[n - 1 :] for h in b]
+            report.stopped_early = f"{why}; {len(rest)} rigs not started"
+            report.rigs += [RigResult(host=h, outcome="not-started") for h in rest]
+
         for n, batch in enumerate(plan.batches, 1):
+            if should_stop():
+                report.interrupted = True
+                stop_here(n, f"{INTERRUPTED} before batch {n}")
+                break
             on_stage(f"batch {n}/{len(plan.batches)}: {', '.join(batch)}")
             # The play's own max_fail_percentage would abort every rig of the batch at the first
             # failure, leaving the others half-converted: here each rig of a batch finishes,
@@ -264,32 +332,65 @@ def convert(
             play = run_playbook(
                 "convert.yml", inventories, batch, journal / "ansible" / f"{n:03d}-convert",
                 extravars={"rigpivot_batch_size": len(batch), "rigpivot_max_fail_percent": 100},
-                check=opts.check, on_event=on_event,
+                check=opts.check, on_event=on_event, should_stop=should_stop,
             )  # fmt: skip
-            if not opts.check:
+            if not opts.check and not play.canceled:
                 _unfinished_is_failed(play)
-            failed = play.failed()
+            failed = [] if play.canceled else play.failed()
             # Rigs the play never reached (it failed to start) were not changed: nothing to undo.
-            touched = [h for h in failed if play.rigs[h].reached]
+            # An unreachable rig cannot be rolled back now; its record says where it stands.
+            touched = [h for h in failed if play.rigs[h].reached and not play.rigs[h].unreachable]
             rolled: PlayResult | None = None
-            if touched and not opts.check:
+            if touched and not opts.check and not should_stop():
                 on_stage(f"batch {n}: rolling back {', '.join(touched)}")
                 rolled = run_playbook(
                     "rollback.yml", inventories, touched,
                     journal / "ansible" / f"{n:03d}-rollback", on_event=on_event,
+                    should_stop=should_stop,
                 )  # fmt: skip
+            stopped = (
+                play.canceled
+                or (rolled is not None and rolled.canceled)
+                or (bool(touched) and rolled is None and not opts.check)
+            )
+            # The rigs left mid-way: their pivot record is read back for the report.
+            left = [
+                h for h in batch
+                if play.rigs[h].reached and (
+                    play.canceled or play.rigs[h].unreachable
+                    or (h in touched and (rolled is None or rolled.canceled
+                                          or rolled.rigs[h].unreachable))
+                )
+            ]  # fmt: skip
+            recorded = (
+                _recorded(inventory, left, [p for p in (play, rolled) if p], opts,
+                          {r.host: r.state for r in plan.rigs})
+                if left else {}
+            )  # fmt: skip
             for host in batch:
                 rp = next(r for r in plan.rigs if r.host == host)
                 rig = play.rigs[host]
                 res = RigResult(host=host, outcome="converted", batch=n, engine=rp.engine,
                                 model=rp.model)  # fmt: skip
+                if host in recorded:
+                    res.state, res.step = recorded[host]
                 if not opts.check:
                     res.snapshot = _stored_snapshot(store, host, rig.record)
-                if opts.check:
+                if play.canceled and rig.ok:
+                    if rig.reached:
+                        res.outcome = "interrupted"
+                        res.detail = (
+                            f"{INTERRUPTED} during {_where(rig)}; "
+                            f"{_state_text(res.state, res.step)}: {RESUME_HINT}"
+                        )
+                    else:
+                        res.outcome, res.detail = "not-started", INTERRUPTED
+                elif opts.check:
                     res.outcome = "would-convert" if rig.ok else "failed"
                     res.detail = "" if rig.ok else f"{rig.failed_task}: {rig.message}"
                 elif rig.ok:
                     facts = (rig.record or {}).get("facts") or {}
+                    res.state, res.step = "ai", "validate"
                     ports = facts.get("inference_ports") or [8000 + i for i in rp.gpus]
                     res.endpoints = _endpoints(verdicts[host].address, ports)
                     served = (facts.get("inference_engine"), facts.get("inference_model"))
@@ -302,20 +403,46 @@ def convert(
                         )
                 elif not rig.reached:
                     res.outcome, res.detail = "failed", f"not started: {rig.message}"
+                elif rig.unreachable:
+                    res.outcome = "unreachable"
+                    res.detail = (
+                        f"unreachable during {_where(rig)} ({rig.message}); "
+                        f"{_state_text(res.state, res.step)}: once it answers, {RESUME_HINT}"
+                    )
                 else:
                     why = f"{rig.failed_task}: {rig.message}"
                     back = rolled.rigs[host] if rolled else None
                     if back and back.ok:
                         res.outcome, res.detail = "rolled-back", f"convert failed at {why}"
-                    elif (back and back.unreachable) or rig.unreachable:
-                        res.outcome = "failed"
-                        res.detail = f"unreachable during {why}; state on the rig is as recorded"
+                        res.state, res.step = "mining", "mining_restore"
+                    elif rolled is None or rolled.canceled:
+                        res.outcome = "interrupted"
+                        res.detail = (
+                            f"convert failed at {why}; {INTERRUPTED} before its rollback "
+                            f"finished; {_state_text(res.state, res.step)}: `rollback` "
+                            "returns it to mining"
+                        )
+                    elif back and back.unreachable:
+                        res.outcome = "unreachable"
+                        res.detail = (
+                            f"convert failed at {why}; unreachable during its rollback "
+                            f"({back.message}); {_state_text(res.state, res.step)}: once it "
+                            "answers, `rollback` returns it to mining"
+                        )
                     else:
                         res.outcome = "quarantined"
+                        res.state, res.step = "quarantined", "mining_restore"
                         res.detail = (
                             f"convert failed at {why}; rollback failed too: {back and back.message}"
                         )
                 report.rigs.append(res)
+            if stopped:
+                report.interrupted = True
+                if n < len(plan.batches):
+                    stop_here(n + 1, f"{INTERRUPTED} in batch {n}")
+                else:
+                    report.stopped_early = f"{INTERRUPTED} in batch {n}"
+                break
             share = 100.0 * len(failed) / len(batch)
             if failed and share > opts.max_fail_percent and n < len(plan.batches):
                 rest = [h for b in plan.batches[n:] for h in b]
@@ -350,9 +477,11 @@ def rollback(
     opts: RunOptions,
     confirm: Callable[[list[str]], bool],
     on_event: Callable[[TaskEvent], None] = lambda _e: None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> RunReport:
     """Put rigs back to mining from their snapshots. Rigs with no snapshot are refused before
-    anything runs."""
+    anything runs. `should_stop` stops the play as in `convert`; a rig stopped mid-restore
+    keeps its snapshot, and the next `rollback` finishes it."""
     hosts, _ = check_farm(inventory, opts.limit)
     with farm_lock(opts.journal_root, inventory, "rollback"):
         probed = probe_fleet(hosts, opts.probe or ProbeOptions())
@@ -367,6 +496,9 @@ def rollback(
                 "(`rigpivot status` shows which rigs have one); nothing was changed"
             )
         todo = [r.host for r in probed if r.facts is not None]
+        before = {
+            r.host: (r.facts.pivot.state if r.facts and r.facts.pivot else None) for r in probed
+        }
         run_id, journal = _new_journal(opts.journal_root)
         report = RunReport(
             run_id=run_id, command="rollback", inventory=str(inventory), check=opts.check,
@@ -377,37 +509,65 @@ def rollback(
             for r in probed
             if r.facts is None
         ]
-        if todo and confirm(todo):
+        go = bool(todo) and confirm(todo)
+        if go and should_stop():
+            report.interrupted, report.stopped_early = True, f"{INTERRUPTED} before the play"
+            report.rigs += [RigResult(host=h, outcome="not-started") for h in todo]
+        elif go:
             ssh_inv = journal / "ssh-inventory.yml"
             ssh_vars = {h.name: _ssh_vars(h, opts.probe) for h in hosts if h.name in todo}
             ssh_inv.write_text(yaml.safe_dump({"all": {"hosts": ssh_vars}}, sort_keys=True))
             play = run_playbook(
                 "rollback.yml", [ssh_inv, inventory], todo, journal / "ansible" / "001-rollback",
                 extravars={"rigpivot_batch_size": max(1, opts.batch_size)}, check=opts.check,
-                on_event=on_event,
+                on_event=on_event, should_stop=should_stop,
             )  # fmt: skip
+            report.interrupted = play.canceled
+            if play.canceled:
+                report.stopped_early = INTERRUPTED
+            left = [
+                h for h in todo
+                if play.rigs[h].reached and (play.canceled or play.rigs[h].unreachable)
+            ]  # fmt: skip
+            recorded = _recorded(inventory, left, [play], opts, before) if left else {}
             for host in todo:
                 rig = play.rigs[host]
+                res = RigResult(host=host, outcome="mining", state="mining", step="mining_restore")
+                if host in recorded:
+                    res.state, res.step = recorded[host]
                 state = (rig.record or {}).get("state")
-                if rig.ok and not opts.check and state != "mining":
+                if play.canceled and rig.ok:
+                    res.outcome = "interrupted" if rig.reached else "not-started"
+                    res.detail = (
+                        f"{INTERRUPTED} during {_where(rig)}; {_state_text(res.state, res.step)}:"
+                        " the next `rollback` finishes it"
+                        if rig.reached
+                        else INTERRUPTED
+                    )
+                elif rig.ok and not opts.check and state != "mining":
                     # The play ended before this rig's restore finished (a whole serial batch
                     # failed before it): it is not mining, whatever else it is.
-                    report.rigs.append(RigResult(
-                        host=host, outcome="failed",
-                        detail=f"not restored: the play ended first ({play.playbook} "
-                        f"{play.status}); its record says {state or 'nothing new'}; run "
-                        "rollback again",
-                    ))  # fmt: skip
-                elif rig.ok:
-                    report.rigs.append(RigResult(host=host, outcome="mining"))
-                else:
-                    report.rigs.append(
-                        RigResult(
-                            host=host,
-                            outcome="failed" if rig.unreachable else "quarantined",
-                            detail=f"{rig.failed_task}: {rig.message}",
-                        )
+                    res.outcome, res.state = "failed", state
+                    res.detail = (
+                        f"not restored: the play ended first ({play.playbook} {play.status}); "
+                        f"its record says {state or 'nothing new'}; run rollback again"
                     )
+                elif rig.ok:
+                    pass
+                elif rig.unreachable:
+                    res.outcome = "unreachable"
+                    res.detail = (
+                        f"unreachable during {_where(rig)} ({rig.message}); "
+                        f"{_state_text(res.state, res.step)}: once it answers, the next "
+                        "`rollback` finishes it"
+                    )
+                else:
+                    res.outcome = "failed" if not rig.reached else "quarantined"
+                    res.state, res.step = (
+                        (None, None) if not rig.reached else ("quarantined", "mining_restore")
+                    )
+                    res.detail = f"{rig.failed_task}: {rig.message}"
+                report.rigs.append(res)
         report.finished = _now()
         _save(journal, report)
         return report

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -36,7 +37,8 @@ class RigOutcome:
     failed_task: str | None = None
     message: str | None = None
     last_task: str | None = None
-    reached: bool = False  # a task ran on the rig (came back ok or failed)
+    last_role: str | None = None  # the role (step) of the last task started on the rig
+    reached: bool = False  # any task ran on the rig
     record: dict[str, Any] | None = None  # the rig's pivot record, as rig_state last wrote it
 
 
@@ -50,6 +52,10 @@ class PlayResult:
 
     def failed(self) -> list[str]:
         return [h for h, r in self.rigs.items() if not r.ok]
+
+    @property
+    def canceled(self) -> bool:
+        return self.status == "canceled"
 
 
 @dataclass
@@ -98,6 +104,13 @@ def host_key_message(host: str, text: str) -> str | None:
 def _failure_message(res: dict[str, Any], host: str = "") -> str:
     if res.get("_ansible_no_log") or res.get("censored"):
         return HIDDEN
+    # A loop's summary ("All items completed", "One or more items failed") says nothing:
+    # the first item that failed or could not reach the rig does.
+    items = res.get("results")
+    if isinstance(items, list):
+        for item in items:
+            if isinstance(item, dict) and (item.get("failed") or item.get("unreachable")):
+                return _failure_message(item, host)
     if key_problem := host_key_message(host, str(res.get("msg") or "")):
         return key_problem
     for key in ("msg", "stderr", "reason"):
@@ -105,6 +118,22 @@ def _failure_message(res: dict[str, Any], host: str = "") -> str:
             text = str(res[key]).strip()
             return text.splitlines()[-1][:500] if key == "stderr" else text[:500]
     return "failed"
+
+
+def _kill_plays() -> None:
+    """SIGKILL the process group of each ansible-playbook this process started, as
+    ansible-runner does on cancel (pexpect makes each child a session leader)."""
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # comm may hold spaces or parentheses: the fields after the last ')' are safe.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == me and os.getpgid(int(entry.name)) == int(entry.name):
+                os.killpg(int(entry.name), signal.SIGKILL)
+        except (OSError, IndexError, ValueError):
+            continue
 
 
 def run_playbook(
@@ -116,8 +145,13 @@ def run_playbook(
     check: bool = False,
     forks: int = 16,
     on_event: Callable[[TaskEvent], None] = lambda _e: None,
+    should_stop: Callable[[], bool] = lambda: False,
 ) -> PlayResult:
-    """Run playbooks/<playbook> on `limit` hosts and tell how each rig fared."""
+    """Run playbooks/<playbook> on `limit` hosts and tell how each rig fared.
+
+    `should_stop` is polled about once a second while the play runs; when it turns true,
+    ansible-runner kills ansible-playbook's process group (its forks and SSH clients with it)
+    and the result's status is `canceled`. What a rig had reached is in its pivot record."""
     private_dir.mkdir(parents=True, exist_ok=False)
     result = PlayResult(playbook=playbook, status="unknown", rc=-1)
     for host in limit:
@@ -138,7 +172,7 @@ def run_playbook(
         task = str(data.get("task") or "")
         role = data.get("role")
         if kind == "runner_on_start":
-            rig.last_task = task
+            rig.last_task, rig.last_role = task, role
             on_event(TaskEvent(host, task, role, "started"))
         elif kind == "runner_on_ok":
             res = data.get("res") or {}
@@ -187,14 +221,21 @@ def run_playbook(
             forks=forks,
             quiet=True,
             event_handler=handle,
+            cancel_callback=should_stop,
+            # How often the cancel callback is polled while the play is silent (seconds).
+            settings={"pexpect_timeout": 1},
         )
+    except KeyboardInterrupt:
+        # Quit at once (a second Ctrl-C): ansible-runner's own cancel did not get to run.
+        _kill_plays()
+        raise
     except Exception as e:  # runner raises bare exceptions for setup problems
         raise RigpivotError(f"could not start ansible-runner for {playbook}: {e}") from e
     result.status, result.rc = str(runner.status), int(runner.rc or 0)
     result.artifacts = Path(runner.config.artifact_dir)
-    if runner.status in ("failed", "timeout", "canceled") and all(
-        r.ok for r in result.rigs.values()
-    ):
+    if runner.status == "canceled":
+        return result
+    if runner.status in ("failed", "timeout") and all(r.ok for r in result.rigs.values()):
         # The play failed before reaching any rig (syntax error, bad inventory...).
         for rig in result.rigs.values():
             rig.ok = False

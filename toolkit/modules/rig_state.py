@@ -3,7 +3,8 @@
 
 Convert moves a rig forward through the states below; a step that already happened is never
 undone by re-running an earlier step (so a second `convert` changes nothing), except with
-force=true, which rollback uses to put the rig back to `mining` or `quarantined`.
+force=true, which rollback uses to put the rig back to `mining` or `quarantined`, and to mark
+it `restoring` while it works (so a rollback cut short is recorded as such).
 """
 
 DOCUMENTATION = r"""
@@ -13,7 +14,7 @@ options:
   state:
     description: The state the rig has reached; omit it to record facts only.
     type: str
-    choices: [mining, snapshotted, drained, stack_installed, serving, hardened, ai, quarantined]
+    choices: [mining, snapshotted, drained, stack_installed, serving, hardened, ai, quarantined, restoring]
   step:
     description: The role or step that reached it (or recorded the facts).
     type: str
@@ -49,7 +50,7 @@ def rank(state):
 def main():
     module = AnsibleModule(
         argument_spec=dict(
-            state=dict(type="str", required=False, choices=[*ORDER, "quarantined"]),
+            state=dict(type="str", required=False, choices=[*ORDER, "quarantined", "restoring"]),
             step=dict(type="str", required=True),
             facts=dict(type="dict", default={}),
             force=dict(type="bool", default=False),

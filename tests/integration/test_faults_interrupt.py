@@ -1,0 +1,279 @@
+"""Faults where the rig or the controller goes away mid-run (issue 6), on one lab rack: the
+operator stops the controller (SIGINT), a rig loses power in the middle of its driver install,
+SSH to a rig drops while the rig keeps running. After each, every rig is `ai` or `mining`
+(`assert_ai_or_mining`), or the report says where it stands and the next run finishes it.
+
+Tests run in file order on one rack, each starting from where the one before left the rigs,
+which keeps the module short: the rig interrupted by SIGINT is the one killed next (its
+conversion resumes from the state SIGINT left), rig02 is the one whose SSH drops, and one
+rollback at the end returns both to mining byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import Rack, wait_for
+from tests.integration.endstate import (
+    assert_ai_or_mining,
+    outcomes,
+    record,
+    report,
+    rigpivot,
+    snapshot_of,
+    state,
+)
+from toolkit.lab import podman as pm
+from toolkit.pivot import farm_lock
+
+pytestmark = pytest.mark.lab
+
+# rig01: HiveOS, 2x 3060 + 2x P106 (+ 2x RX 580), driver 535 -> 550: the driver step installs
+# a new driver and reboots, and HiveOS's watchdog and hello are armed.
+# rig02: plain Debian, 2x 3090 with driver 550 already: the fastest rig to convert.
+PROFILE = "hive-mixed6,linux-3090x2"
+RIGS = ["rig01", "rig02"]
+
+
+@pytest.fixture(scope="module")
+def rack(lab_factory) -> Rack:
+    return lab_factory(2, PROFILE)
+
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def before(rack: Rack) -> dict[str, dict[str, object]]:
+    """Each rig as the operator left it: file checksums and unit states."""
+    return {rig: snapshot_of(rack, rig) for rig in rack.rigs}
+
+
+class Run:
+    """`rigpivot convert` in the background, as an operator's terminal runs it."""
+
+    def __init__(self, rack: Rack, journal: Path, *args: str):
+        self.log = journal.parent / f"{journal.name}-convert-{time.monotonic_ns()}.log"
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                ["rigpivot", "convert", "-i", str(rack.lab.inventory), "--yes", "--journal",
+                 str(journal), *args],
+                stdout=out, stderr=subprocess.STDOUT, text=True,
+            )  # fmt: skip
+
+    def wait(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    @property
+    def output(self) -> str:
+        return self.log.read_text()[-4000:]
+
+
+def plays_of(journal: Path) -> list[int]:
+    """ansible-playbook (and its forks) still running for a run journal under `journal`."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if str(journal) in cmd and "ansible" in cmd:
+                pids.append(int(entry.name))
+    return pids
+
+
+def task_started(runs: list[Path], host: str, role: str, task: str) -> bool:
+    """Whether a play of these runs has started `task` of `role` on `host`, from
+    ansible-runner's events as they land in the run journal."""
+    for f in (f for run in runs for f in run.glob("ansible/*/artifacts/*/job_events/*.json")):
+        try:
+            event = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue  # being written
+        data = event.get("event_data") or {}
+        if (event.get("event"), data.get("host"), data.get("role")) == (
+            "runner_on_start", host, role,
+        ) and str(data.get("task", "")).startswith(task):  # fmt: skip
+            return True
+    return False
+
+
+def lock_is_free(rack: Rack, journal: Path) -> bool:
+    with farm_lock(journal, rack.lab.inventory, "test"):
+        return True
+
+
+def power_cut_when(rack: Rack, rig: str, needle: str, timeout: float = 900) -> threading.Thread:
+    """Cut the rig's power the moment a process whose command line holds `needle` runs on it:
+    the process is frozen (SIGSTOP, so it cannot finish in the time podman takes) and the
+    container killed. Watched from the host's /proc, in the rig's PID namespace."""
+    caught: list[str] = []
+
+    def watch() -> None:
+        info = pm.inspect(rack.container(rig))
+        assert info is not None
+        ns = os.readlink(f"/proc/{info['State']['Pid']}/ns/pid")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not caught:
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    if needle in cmd and os.readlink(entry / "ns" / "pid") == ns:
+                        os.kill(int(entry.name), signal.SIGSTOP)
+                        pm.podman("kill", rack.container(rig))
+                        caught.append(cmd)
+                        break
+                except OSError:
+                    continue
+            time.sleep(0.01)
+
+    t = threading.Thread(target=watch, daemon=True)
+    t.caught = caught  # type: ignore[attr-defined]
+    t.start()
+    return t
+
+
+def test_sigint_mid_batch_stops_cleanly_with_every_rig_recorded(rack, journal, before):
+    run = Run(rack, journal, "--batch-size", "1")  # batch 1: rig01, batch 2: rig02
+    wait_for(lambda: state(rack, "rig01") == "drained", 600, "rig01 to be drained")
+    run.proc.send_signal(signal.SIGINT)  # rig01 is now in its driver step
+    rc = run.wait(timeout=120)
+    assert rc == 130, run.output
+    assert "convert interrupted; stopped mid-way, at their recorded state: rig01" in run.output
+    rep = report(journal)
+    assert rep["interrupted"] is True
+    assert outcomes(rep) == {"rig01": "interrupted", "rig02": "not-started"}
+    rig01 = next(r for r in rep["rigs"] if r["host"] == "rig01")
+    # The report says where rig01 stands, and the rig's own record says the same.
+    assert rig01["state"] == state(rack, "rig01") == "drained", rig01
+    assert "interrupted by the operator" in rig01["detail"]
+    assert "`convert` resumes it" in rig01["detail"]
+    assert "interrupted" in (rep["stopped_early"] or "")
+    # The play was stopped with the tool and the farm lock went with it.
+    wait_for(lambda: not plays_of(journal), 10, "the play's processes to end")
+    assert lock_is_free(rack, journal)
+    # rig02 was never touched; rig01 is drained: not mining, not serving, but recorded.
+    assert record(rack, "rig02") == {}
+    assert_ai_or_mining(rack, "rig02", before["rig02"])
+
+
+@pytest.mark.timeout(1800)  # two conversions with driver reboots, on a shared 2-core machine
+def test_rig_killed_mid_driver_install_is_reported_and_the_next_convert_finishes(
+    rack, journal, before
+):
+    # rig01 resumes from drained (SIGINT left it there); its power goes in the middle of the
+    # new driver's postinst, with the old driver already removed.
+    cut = power_cut_when(rack, "rig01", "nvidia-driver-550.postinst")
+    run = Run(rack, journal, "--limit", "rig01")
+    rc = run.wait(timeout=1200)
+    cut.join(timeout=5)
+    assert cut.caught, "the driver's postinst never ran on rig01"  # type: ignore[attr-defined]
+    rep = report(journal)
+    assert rc == 3, run.output  # a rig unreachable, none failed
+    assert outcomes(rep) == {"rig01": "unreachable"}
+    rig01 = rep["rigs"][0]
+    assert "unreachable during nvidia_driver" in rig01["detail"], rig01
+    assert "`convert` resumes it" in rig01["detail"]
+    assert (rig01["state"], rig01["step"]) == ("drained", "mining_drain"), rig01
+    assert len(list(journal.glob(f"{rep['run_id']}/ansible/*"))) == 1, "no rollback was tried"
+
+    # The rig comes back (power on): still drained, HiveOS still in maintenance mode (hello
+    # masked, so the dashboard's rig.conf did not come back), its dpkg cut mid-configure.
+    pm.podman("start", rack.container("rig01"))
+    rack.wait_ready("rig01")
+    assert state(rack, "rig01") == "drained"
+    assert rack.ssh("rig01", "grep -c '^MAINTENANCE=1' /hive-config/rig.conf").strip() == "1"
+    assert rack.ssh("rig01", "dpkg --audit", check=False).strip(), "dpkg was not left half done"
+
+    run = Run(rack, journal, "--limit", "rig01")
+    rc = run.wait(timeout=1200)
+    assert rc == 0, run.output
+    assert outcomes(report(journal)) == {"rig01": "converted"}
+    assert rack.ssh("rig01", "dpkg --audit").strip() == ""
+    assert assert_ai_or_mining(rack, "rig01", before["rig01"]) == "ai"
+
+
+def block_ssh(rack: Rack, rig: str, on: bool) -> None:
+    """Refuse SSH inside the rig (nftables; the rig keeps running), or allow it again."""
+    rules = (
+        "add table inet faultssh\n"
+        "add chain inet faultssh input { type filter hook input priority -10 ; }\n"
+        "add rule inet faultssh input tcp dport 22 reject with tcp reset\n"
+        if on
+        else "delete table inet faultssh\n"
+    )
+    pm.podman("exec", "-i", rack.container(rig), "nft", "-f", "-", input=rules.encode())
+
+
+def test_ssh_drop_mid_convert_is_reported_and_the_next_convert_finishes(rack, journal, before):
+    started = (pm.inspect(rack.container("rig02")) or {})["State"]["StartedAt"]
+    earlier = set(journal.iterdir())
+    run = Run(rack, journal, "--limit", "rig02")
+    readiness = "Wait until every instance answers"
+    wait_for(
+        lambda: task_started(sorted(set(journal.iterdir()) - earlier), "rig02",
+                             "inference_server", readiness),
+        900, "rig02's readiness check", every=0.2,
+    )  # fmt: skip
+    block_ssh(rack, "rig02", True)  # while its instances start and answer readiness
+    try:
+        rc = run.wait(timeout=600)
+    finally:
+        block_ssh(rack, "rig02", False)
+    rep = report(journal)
+    assert rc == 3, run.output
+    assert outcomes(rep) == {"rig02": "unreachable"}
+    rig02 = next(r for r in rep["rigs"] if r["host"] == "rig02")
+    assert "unreachable during inference_server" in rig02["detail"], rig02
+    # What the report says is what the rig recorded; the rig kept running all along.
+    assert rig02["state"] == state(rack, "rig02"), (rig02, record(rack, "rig02"))
+    assert (pm.inspect(rack.container("rig02")) or {})["State"]["StartedAt"] == started
+
+    run = Run(rack, journal, "--limit", "rig02")
+    rc = run.wait(timeout=900)
+    assert rc == 0, run.output
+    assert outcomes(report(journal)) == {"rig02": "converted"}
+    assert assert_ai_or_mining(rack, "rig02", before["rig02"]) == "ai"
+
+
+def test_rollback_after_the_kill_and_the_drop_restores_mining_byte_for_byte(rack, journal, before):
+    proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--yes", "--journal", str(journal))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert outcomes(report(journal)) == dict.fromkeys(RIGS, "mining")
+    for rig in RIGS:
+        assert assert_ai_or_mining(rack, rig, before[rig]) == "mining"
+
+
+def test_rollback_straight_after_a_kill_mid_driver_install_restores_mining(rack, journal, before):
+    """The other way out of a power cut: no resume, straight back to mining from the snapshot
+    (rollback finishes the half-configured driver, removes it, reinstalls the mining one)."""
+    cut = power_cut_when(rack, "rig01", "nvidia-driver-550.postinst")
+    run = Run(rack, journal, "--limit", "rig01")
+    rc = run.wait(timeout=1200)
+    cut.join(timeout=5)
+    assert cut.caught, "the driver's postinst never ran on rig01"  # type: ignore[attr-defined]
+    assert rc == 3, run.output
+    assert outcomes(report(journal)) == {"rig01": "unreachable"}
+    pm.podman("start", rack.container("rig01"))
+    rack.wait_ready("rig01")
+    assert rack.ssh("rig01", "dpkg --audit", check=False).strip(), "dpkg was not left half done"
+
+    proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--limit", "rig01", "--yes",
+                    "--journal", str(journal))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert outcomes(report(journal)) == {"rig01": "mining"}
+    assert rack.ssh("rig01", "dpkg --audit").strip() == ""
+    assert assert_ai_or_mining(rack, "rig01", before["rig01"]) == "mining"
