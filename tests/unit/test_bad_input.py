@@ -114,6 +114,17 @@ CASES = {
          r"model 'qwen2.5-15b' is not in the model catalog; did you mean 'qwen2.5-14b' "
          r"\(qwen2.5-14b-awq.tar.gz\)\?"],
     ),
+    "invalid CIDR": (
+        lambda r: farm(r, "[farm:vars]\nnet_hardening_admin_networks='[\"10.0.0.300/32\"]'\n"),
+        [],
+        [r"farm\.ini:7: net_hardening_admin_networks \(host rig01\) has '10\.0\.0\.300/32', "
+         r"which is not a CIDR network: write an address as 192\.0\.2\.10/32"],
+    ),
+    "host key checking turned off": (
+        lambda r: farm(r, host_vars="ansible_ssh_common_args='-o StrictHostKeyChecking=no'"), [],
+        [r"rig01: the farm file turns SSH host key checking off",
+         r"trust new keys with --accept-new-host-keys"],
+    ),
 }  # fmt: skip
 
 
