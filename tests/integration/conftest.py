@@ -128,6 +128,21 @@ def lab_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[.
         lab.down()
 
 
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module's run journal root (`--journal`)."""
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def before(rack: Rack) -> dict[str, dict[str, object]]:
+    """Each rig of the module's `rack` as the operator left it: mining files by checksum and
+    mining units' enablement (a module may define its own)."""
+    from tests.integration.endstate import snapshot_of
+
+    return {rig: snapshot_of(rack, rig) for rig in rack.rigs}
+
+
 def q(s: str) -> str:
     return shlex.quote(s)
 

@@ -28,7 +28,6 @@ from tests.integration.endstate import (
     record,
     report,
     rigpivot,
-    snapshot_of,
 )
 from toolkit.lab import podman as pm
 from toolkit.lab.models import MODEL_FILE
@@ -45,16 +44,6 @@ BROKEN_DEB = "cuda-toolkit-12-2_12.2.9-1lab_amd64.deb"
 @pytest.fixture(scope="module")
 def rack(lab_factory) -> Rack:
     return lab_factory(3, "linux-3090x2")
-
-
-@pytest.fixture(scope="module")
-def journal(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("runs")
-
-
-@pytest.fixture(scope="module")
-def before(rack: Rack) -> dict[str, dict[str, object]]:
-    return {rig: snapshot_of(rack, rig) for rig in rack.rigs}
 
 
 def farm_dir(lab: Lab) -> Path:

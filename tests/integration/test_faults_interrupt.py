@@ -28,7 +28,6 @@ from tests.integration.endstate import (
     record,
     report,
     rigpivot,
-    snapshot_of,
     state,
 )
 from toolkit.lab import podman as pm
@@ -46,17 +45,6 @@ RIGS = ["rig01", "rig02"]
 @pytest.fixture(scope="module")
 def rack(lab_factory) -> Rack:
     return lab_factory(2, PROFILE)
-
-
-@pytest.fixture(scope="module")
-def journal(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("runs")
-
-
-@pytest.fixture(scope="module")
-def before(rack: Rack) -> dict[str, dict[str, object]]:
-    """Each rig as the operator left it: file checksums and unit states."""
-    return {rig: snapshot_of(rack, rig) for rig in rack.rigs}
 
 
 class Run:

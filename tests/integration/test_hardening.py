@@ -14,11 +14,11 @@ import json
 import re
 import subprocess
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Rack, q, wait_for
+from tests.integration.endstate import report, rigpivot
 
 pytestmark = pytest.mark.lab
 
@@ -55,15 +55,6 @@ for port in map(int, sys.argv[2:]):
 def probe(rack: Rack, src: str, host: str, ports: list[int]) -> dict[int, str]:
     out = rack.ssh(src, f"python3 -c {q(PROBE)} {q(host)} {' '.join(map(str, ports))}")
     return {int(p): r for p, r in (line.split() for line in out.splitlines())}
-
-
-def rigpivot(*args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["rigpivot", *args], capture_output=True, text=True, timeout=timeout)
-
-
-def report(journal: Path) -> dict:
-    latest = sorted(p for p in journal.iterdir() if (p / "report.json").exists())[-1]
-    return json.loads((latest / "report.json").read_text())
 
 
 def firewall_state(rack: Rack) -> dict[str, object]:
@@ -110,11 +101,6 @@ def rack(lab_factory) -> Rack:
     assert n == 1, ini
     rack.lab.inventory.write_text(ini)
     return rack
-
-
-@pytest.fixture(scope="module")
-def journal(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("runs")
 
 
 @pytest.fixture(scope="module")

@@ -31,17 +31,6 @@ def rack(lab_factory) -> Rack:
     return lab_factory(4, PROFILE)
 
 
-@pytest.fixture(scope="module")
-def journal(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("runs")
-
-
-@pytest.fixture(scope="module")
-def before(rack: Rack) -> dict[str, dict[str, object]]:
-    """Each rig as the operator left it: file checksums and unit states."""
-    return {rig: snapshot_of(rack, rig) for rig in rack.rigs}
-
-
 def test_convert_check_changes_nothing(rack, journal, before):
     proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--check", "--journal", str(journal))
     assert proc.returncode == 0, proc.stdout + proc.stderr
