@@ -15,6 +15,8 @@ import pytest
 os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+# First: xdist's own hook reads the groups to spread the tests.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         molecule = item.nodeid.startswith("tests/integration/test_molecule.py")
