@@ -30,7 +30,7 @@ import yaml
 from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, RigpivotError
-from toolkit.inventory import Host, load_inventory
+from toolkit.inventory import Host
 from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import check_farm, run_preflight
@@ -217,25 +217,22 @@ def _where(rig: RigOutcome) -> str:
 
 
 def _recorded(
-    inventory: Path,
-    hosts: list[str],
+    hosts: list[Host],
     plays: list[PlayResult],
     opts: RunOptions,
     before: dict[str, str | None],
 ) -> dict[str, tuple[str | None, str | None]]:
     """Each rig's pivot record now: read from the rig (read-only probe) when it answers, else
     the last record a play saw, else the state preflight read before the run."""
-    found: dict[str, tuple[str | None, str | None]] = {h: (before.get(h), None) for h in hosts}
+    names = [h.name for h in hosts]
+    found: dict[str, tuple[str | None, str | None]] = {h: (before.get(h), None) for h in names}
     for play in plays:
-        for h in hosts:
+        for h in names:
             rec = play.rigs[h].record if h in play.rigs else None
             if rec:
                 found[h] = (rec.get("state"), rec.get("step"))
     try:
-        live = probe_fleet(
-            load_inventory(inventory).select(",".join(hosts)),
-            dataclasses.replace(opts.probe or ProbeOptions(), timeout=10),
-        )
+        live = probe_fleet(hosts, dataclasses.replace(opts.probe or ProbeOptions(), timeout=10))
     except RigpivotError as e:
         log.warning("could not read the pivot records back: %s", e)
         return found
@@ -363,7 +360,7 @@ def convert(
                 )
             ]  # fmt: skip
             recorded = (
-                _recorded(inventory, left, [p for p in (play, rolled) if p], opts,
+                _recorded([farm[h] for h in left], [p for p in (play, rolled) if p], opts,
                           {r.host: r.state for r in plan.rigs})
                 if left else {}
             )  # fmt: skip
@@ -445,12 +442,11 @@ def convert(
                 break
             share = 100.0 * len(failed) / len(batch)
             if failed and share > opts.max_fail_percent and n < len(plan.batches):
-                rest = [h for b in plan.batches[n:] for h in b]
-                report.stopped_early = (
+                stop_here(
+                    n + 1,
                     f"batch {n}: {len(failed)} of {len(batch)} rigs failed ({share:.0f}% > "
-                    f"--max-fail-percent {opts.max_fail_percent:g}); {len(rest)} rigs not started"
+                    f"--max-fail-percent {opts.max_fail_percent:g})",
                 )
-                report.rigs += [RigResult(host=h, outcome="not-started") for h in rest]
                 break
         report.finished = _now()
         _save(journal, report)
@@ -529,7 +525,8 @@ def rollback(
                 h for h in todo
                 if play.rigs[h].reached and (play.canceled or play.rigs[h].unreachable)
             ]  # fmt: skip
-            recorded = _recorded(inventory, left, [play], opts, before) if left else {}
+            by_name = {h.name: h for h in hosts}
+            recorded = _recorded([by_name[h] for h in left], [play], opts, before) if left else {}
             for host in todo:
                 rig = play.rigs[host]
                 res = RigResult(host=host, outcome="mining", state="mining", step="mining_restore")
