@@ -48,6 +48,18 @@ class Policy(BaseModel):
     slow_link_mbps: float = Field(
         2000.0, description="Links slower than this (x1 risers, Gen1) get a load-time warning."
     )
+    inplace_os: list[str] = Field(
+        default=["debian 11", "debian 12", "ubuntu 20.04", "ubuntu 22.04", "ubuntu 24.04"],
+        description="OS releases ('ID VERSION_ID' of /etc/os-release) converted in place: the "
+        "driver branches and CUDA 12 the stack installs are built for these. Any other OS "
+        "(HiveOS on Ubuntu 18.04, NiceHash OS) is left alone: re-image it first.",
+    )
+    allow_secure_boot: bool = Field(
+        False,
+        description="Convert rigs that boot with UEFI Secure Boot on. The driver's DKMS module "
+        "only loads when signed by an enrolled key (MOK), which needs someone at the console; "
+        "set this only where that key is enrolled.",
+    )
 
     @field_validator("target_models")
     @classmethod
@@ -211,10 +223,30 @@ def judge_card(g: GpuFacts, p: Policy) -> CardVerdict:
     )  # fmt: skip
 
 
+def os_reasons(facts: RigFacts, p: Policy) -> list[str]:
+    """Why the rig's OS or firmware stops an in-place conversion (empty when nothing does)."""
+    h = facts.host
+    reasons = []
+    release = f"{h.os_id or '?'} {h.os_version or '?'}".lower()
+    if release not in {r.lower() for r in p.inplace_os}:
+        name = h.os_pretty or release
+        reasons.append(
+            f"OS {name} ({release}) is not converted in place (supported: "
+            f"{', '.join(p.inplace_os)}); re-image the rig onto one of them first"
+        )
+    if h.secure_boot == "enabled" and not p.allow_secure_boot:
+        reasons.append(
+            "UEFI Secure Boot is on: the NVIDIA kernel module would not load unsigned; turn it "
+            "off in the firmware, or enroll a signing key (MOK) and set "
+            f"{VAR_PREFIX}allow_secure_boot=true"
+        )
+    return reasons
+
+
 def judge_rig(host: Host, facts: RigFacts, p: Policy) -> RigVerdict:
     cards = [judge_card(g, p) for g in facts.gpus]
     fit = [c for c in cards if c.fit]
-    reasons: list[str] = []
+    reasons: list[str] = os_reasons(facts, p)
     # Link warnings are restated once for the rig, with the rig's model.
     warnings = sorted({w for c in cards for w in c.warnings if not w.startswith(_SLOW)})
     engine: Engine | None = None

@@ -92,3 +92,24 @@ def test_decode_speed_bound_is_bandwidth_over_bytes_per_token():
         v.best.weights_mib * 2**20
     ) + v.best.kv_mib_per_1k_tokens / 1000 * 2**20 * P.min_context
     assert abs(v.best.decode_tokens_s - 936e9 / per_token) < 0.5
+
+
+def test_rig_on_an_os_that_is_not_converted_in_place_is_unfit_with_what_to_do():
+    facts = rig(*[card("rtx3060", i) for i in range(6)])
+    facts.host.os_version, facts.host.os_pretty = "18.04", "Ubuntu 18.04.6 LTS"
+    v = judge_rig(Host("r"), facts, Policy())
+    assert v.verdict == "unfit" and v.engine is None
+    assert any("Ubuntu 18.04.6 LTS" in r and "re-image" in r for r in v.reasons), v.reasons
+    # The farm can widen the list, per group or host.
+    assert judge_rig(Host("r"), facts, Policy(inplace_os=["ubuntu 18.04"])).verdict == "fit"
+
+
+def test_secure_boot_makes_a_rig_unfit_unless_the_farm_enrolled_a_key():
+    facts = rig(*[card("rtx3060", i) for i in range(6)])
+    facts.host.secure_boot = "enabled"
+    v = judge_rig(Host("r"), facts, Policy())
+    assert v.verdict == "unfit"
+    assert any("Secure Boot" in r and "rigpivot_allow_secure_boot" in r for r in v.reasons)
+    assert judge_rig(Host("r"), facts, Policy(allow_secure_boot=True)).verdict == "fit"
+    facts.host.secure_boot = "disabled"
+    assert judge_rig(Host("r"), facts, Policy()).verdict == "fit"
