@@ -33,7 +33,7 @@ from toolkit.errors import BadInputError, RigpivotError
 from toolkit.inventory import Host
 from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
-from toolkit.preflight import check_farm, run_preflight
+from toolkit.preflight import check_farm, judge_fleet
 from toolkit.probe import ProbeOptions, ansible_host_key_args, known_hosts_for, probe_fleet
 from toolkit.report import run_html
 from toolkit.rolevars import check_convert_vars
@@ -264,11 +264,11 @@ def convert(
     rollback and no further batch starts, and the report names each rig that was stopped
     mid-way with the state its pivot record holds: a later `convert` resumes from there."""
     # Bad input is refused before the lock, the journal or any rig is touched.
-    selected, _ = check_farm(inventory, opts.limit)
+    selected, policies = check_farm(inventory, opts.limit)
     farm = {h.name: h for h in selected}
     with farm_lock(opts.journal_root, inventory, "convert"):
         on_stage("preflight")
-        fleet = run_preflight(inventory, opts.limit, opts.probe)
+        fleet = judge_fleet(inventory, selected, policies, opts.probe)
         plan = plan_conversion(fleet, opts.batch_size)
         check_convert_vars([farm[r.host] for r in plan.of("convert") if r.host in farm])
         run_id, journal = _new_journal(opts.journal_root)

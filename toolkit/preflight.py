@@ -39,8 +39,18 @@ def run_preflight(
     # Every host's variables are checked before the first SSH connection: bad input touches
     # nothing.
     hosts, policies = check_farm(inventory, limit)
-    base = opts or ProbeOptions()
-    results = probe_fleet(hosts, base, on_result)
+    return judge_fleet(inventory, hosts, policies, opts, on_result)
+
+
+def judge_fleet(
+    inventory: Path,
+    hosts: list[Host],
+    policies: dict[str, Policy],
+    opts: ProbeOptions | None = None,
+    on_result: Callable[[ProbeResult], None] = lambda _r: None,
+) -> FleetReport:
+    """Probe and judge hosts that `check_farm` has already read and checked."""
+    results = probe_fleet(hosts, opts or ProbeOptions(), on_result)
     rigs: list[RigVerdict] = []
     for host, res in zip(hosts, results, strict=True):
         if res.facts is None:

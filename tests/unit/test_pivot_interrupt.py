@@ -42,7 +42,7 @@ def farm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     verdicts = [judge_rig(Host(h), rig(card("rtx3060")), Policy()) for h in ("r1", "r2", "r3")]
     monkeypatch.setattr(
-        pivot, "run_preflight", lambda *_a: FleetReport(inventory=str(inv), rigs=verdicts)
+        pivot, "judge_fleet", lambda *_a: FleetReport(inventory=str(inv), rigs=verdicts)
     )
     monkeypatch.setattr(pivot, "probe_fleet", lambda *_a, **_k: [])  # the rigs do not answer
     return inv

@@ -63,7 +63,7 @@ def test_a_rig_the_play_left_half_way_is_rolled_back_not_reported_converted(
             }
         return result
 
-    monkeypatch.setattr(pivot, "run_preflight", fleet)
+    monkeypatch.setattr(pivot, "judge_fleet", fleet)
     monkeypatch.setattr(pivot, "run_playbook", play)
     opts = pivot.RunOptions(batch_size=2, max_fail_percent=100, journal_root=tmp_path / "runs")
     rep = pivot.convert(farm, opts, lambda _p, _f: True)
@@ -92,7 +92,7 @@ def test_a_rig_whose_record_says_ai_is_converted(
         result.rigs = {h: RigOutcome(h, reached=True, record={"state": "ai"}) for h in limit}
         return result
 
-    monkeypatch.setattr(pivot, "run_preflight", fleet)
+    monkeypatch.setattr(pivot, "judge_fleet", fleet)
     monkeypatch.setattr(pivot, "run_playbook", play)
     opts = pivot.RunOptions(batch_size=2, journal_root=tmp_path / "runs")
     rep = pivot.convert(farm, opts, lambda _p, _f: True)
