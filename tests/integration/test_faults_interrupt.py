@@ -97,23 +97,36 @@ def task_started(runs: list[Path], host: str, role: str, task: str) -> bool:
     return False
 
 
+def installed(rack: Rack, rig: str, package: str) -> bool:
+    out = rack.ssh(rig, f"dpkg-query -W -f='${{Status}}' {package}", check=False)
+    return "install ok installed" in out
+
+
 def lock_is_free(rack: Rack, journal: Path) -> bool:
     with farm_lock(journal, rack.lab.inventory, "test"):
         return True
 
 
-def power_cut_when(rack: Rack, rig: str, needle: str, timeout: float = 900) -> threading.Thread:
+class PowerCut:
     """Cut the rig's power the moment a process whose command line holds `needle` runs on it:
     the process is frozen (SIGSTOP, so it cannot finish in the time podman takes) and the
-    container killed. Watched from the host's /proc, in the rig's PID namespace."""
-    caught: list[str] = []
+    container killed. Watched from the host's /proc, in the rig's PID namespace, until
+    `done()` (call it when the run it watches has ended: a watcher left running would cut
+    the power of a later test's run)."""
 
-    def watch() -> None:
-        info = pm.inspect(rack.container(rig))
+    def __init__(self, rack: Rack, rig: str, needle: str) -> None:
+        self.caught: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._watch, args=(rack.container(rig), needle), daemon=True
+        )
+        self._thread.start()
+
+    def _watch(self, container: str, needle: str) -> None:
+        info = pm.inspect(container)
         assert info is not None
         ns = os.readlink(f"/proc/{info['State']['Pid']}/ns/pid")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and not caught:
+        while not self._stop.is_set():
             for entry in Path("/proc").iterdir():
                 if not entry.name.isdigit():
                     continue
@@ -121,23 +134,30 @@ def power_cut_when(rack: Rack, rig: str, needle: str, timeout: float = 900) -> t
                     cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
                     if needle in cmd and os.readlink(entry / "ns" / "pid") == ns:
                         os.kill(int(entry.name), signal.SIGSTOP)
-                        pm.podman("kill", rack.container(rig))
-                        caught.append(cmd)
-                        break
+                        pm.podman("kill", container)
+                        self.caught.append(cmd)
+                        return
                 except OSError:
                     continue
             time.sleep(0.01)
 
-    t = threading.Thread(target=watch, daemon=True)
-    t.caught = caught  # type: ignore[attr-defined]
-    t.start()
-    return t
+    def done(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        return self.caught
 
 
 def test_sigint_mid_batch_stops_cleanly_with_every_rig_recorded(rack, journal, before):
+    earlier = set(journal.iterdir())
     run = Run(rack, journal, "--batch-size", "1")  # batch 1: rig01, batch 2: rig02
-    wait_for(lambda: state(rack, "rig01") == "drained", 600, "rig01 to be drained")
-    run.proc.send_signal(signal.SIGINT)  # rig01 is now in its driver step
+    # SIGINT as rig01's driver step begins (drained recorded), well before apt installs the
+    # new driver: the next test cuts the power in the middle of that install.
+    wait_for(
+        lambda: task_started(sorted(set(journal.iterdir()) - earlier), "rig01",
+                             "nvidia_driver", "Look for NVIDIA"),
+        600, "rig01's driver step", every=0.2,
+    )  # fmt: skip
+    run.proc.send_signal(signal.SIGINT)
     rc = run.wait(timeout=120)
     assert rc == 130, run.output
     assert "convert interrupted; stopped mid-way, at their recorded state: rig01" in run.output
@@ -162,13 +182,13 @@ def test_sigint_mid_batch_stops_cleanly_with_every_rig_recorded(rack, journal, b
 def test_rig_killed_mid_driver_install_is_reported_and_the_next_convert_finishes(
     rack, journal, before
 ):
-    # rig01 resumes from drained (SIGINT left it there); its power goes in the middle of the
-    # new driver's postinst, with the old driver already removed.
-    cut = power_cut_when(rack, "rig01", "nvidia-driver-550.postinst")
+    # rig01 resumes from drained (SIGINT left it there, its mining driver in place); its power
+    # goes in the middle of the new driver's postinst, with the old driver already removed.
+    assert not installed(rack, "rig01", "nvidia-driver-550")
+    cut = PowerCut(rack, "rig01", "nvidia-driver-550.postinst")
     run = Run(rack, journal, "--limit", "rig01")
     rc = run.wait(timeout=1200)
-    cut.join(timeout=5)
-    assert cut.caught, "the driver's postinst never ran on rig01"  # type: ignore[attr-defined]
+    assert cut.done(), "the driver's postinst never ran on rig01"
     rep = report(journal)
     assert rc == 3, run.output  # a rig unreachable, none failed
     assert outcomes(rep) == {"rig01": "unreachable"}
@@ -248,11 +268,11 @@ def test_rollback_after_the_kill_and_the_drop_restores_mining_byte_for_byte(rack
 def test_rollback_straight_after_a_kill_mid_driver_install_restores_mining(rack, journal, before):
     """The other way out of a power cut: no resume, straight back to mining from the snapshot
     (rollback finishes the half-configured driver, removes it, reinstalls the mining one)."""
-    cut = power_cut_when(rack, "rig01", "nvidia-driver-550.postinst")
+    assert not installed(rack, "rig01", "nvidia-driver-550")
+    cut = PowerCut(rack, "rig01", "nvidia-driver-550.postinst")
     run = Run(rack, journal, "--limit", "rig01")
     rc = run.wait(timeout=1200)
-    cut.join(timeout=5)
-    assert cut.caught, "the driver's postinst never ran on rig01"  # type: ignore[attr-defined]
+    assert cut.done(), "the driver's postinst never ran on rig01"
     assert rc == 3, run.output
     assert outcomes(report(journal)) == {"rig01": "unreachable"}
     pm.podman("start", rack.container("rig01"))
