@@ -10,12 +10,12 @@ The API key, when the instances need one, comes in RIGPIVOT_API_KEY, never on th
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 
 
@@ -25,7 +25,8 @@ def answers(port: int, key: str) -> bool:
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status == 200
-    except (OSError, urllib.error.URLError, ValueError):
+    # URLError is an OSError; a half-started server can also answer garbage (HTTPException).
+    except (OSError, ValueError, http.client.HTTPException):
         return False
 
 
