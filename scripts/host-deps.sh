@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Install the Debian packages rigpivot and its lab need, only those missing.
-# podman+runc run the lab rigs (crun fails on hybrid cgroup hosts); netavark and aardvark-dns
-# give the lab network its names (mirror.lab, pool.lab): installed without recommends, podman
-# falls back to CNI, whose networks resolve no names; debootstrap builds the
-# rig image without a registry, dpkg-dev indexes the farm mirror, gcc builds the simulated
-# NVML library (g++: the lab's llama.cpp wheel), openssh-client is the controller's SSH, pciutils lets the
-# lspci simulator's unit test run on the host.
+# Install the Debian packages rigpivot and its lab need on a new Debian 12 machine, only those
+# missing. Each package, and why it is here (`rigpivot lab up` checks the same list before it
+# builds anything: toolkit/lab/hostcheck.py; tests/unit/test_hostcheck.py keeps the two equal):
+#   podman        runs the lab rigs and the farm-services container (rootful)
+#   runc          podman's OCI runtime here (crun fails on hybrid cgroup hosts)
+#   netavark      podman's network backend; without it podman falls back to CNI, whose
+#                 networks resolve no names (mirror.lab, pool.lab)
+#   aardvark-dns  the name server netavark starts on each lab network
+#   iptables      netavark 1.4 sets up every container network by calling `iptables`;
+#                 without it every `podman run` on a network fails ("netavark: No such file")
+#   uidmap        newuidmap/newgidmap, which podman calls for user namespaces
+#   debootstrap   builds the rig image's Debian root without a container registry
+#   dpkg-dev      dpkg-scanpackages indexes the farm mirror's apt repository
+#   gcc libc6-dev builds the simulated NVML library and nvidia-smi
+#   g++           builds the lab's llama.cpp wheel (the real inference engine on CPU)
+#   openssh-client  the controller's ssh (Ansible) and ssh-keygen (lab keys)
+#   python3-venv  the project's virtualenv
+#   make          the README's two commands
+#   pciutils      the lspci simulator's unit test runs the real lspci on the host
 set -euo pipefail
-pkgs=(podman runc netavark aardvark-dns debootstrap uidmap openssh-client dpkg-dev gcc g++ libc6-dev python3-venv make pciutils)
+pkgs=(podman runc netavark aardvark-dns iptables uidmap debootstrap dpkg-dev gcc libc6-dev g++
+  openssh-client python3-venv make pciutils)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -32,8 +33,21 @@ if TYPE_CHECKING:
     from toolkit.lab.rack import Lab
     from toolkit.pivot import RunReport
 
-console = Console()
-err_console = Console(stderr=True)
+# Where output is not a terminal (CI logs, `| tee`, a file) rich would fold every table to 80
+# columns, one word per line in the detail column; a wide page keeps each rig on a few lines.
+# COLUMNS, when set, still wins.
+PIPE_WIDTH = 160
+
+
+def _make_console(stderr: bool = False) -> Console:
+    c = Console(stderr=stderr)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c = Console(stderr=stderr, width=PIPE_WIDTH)
+    return c
+
+
+console = _make_console()
+err_console = _make_console(stderr=True)
 
 app = typer.Typer(
     help="Move mining rigs to AI inference and back.",
@@ -109,11 +123,13 @@ def lab_status(dir_: LabDir = None, name: LabName = "lab") -> None:
 
 def _print_status(lab: Lab) -> None:
     table = Table(title=f"lab {lab.name!r}")
-    for col in ("rig", "rack", "profile", "ssh port", "container", "miner", "reboots"):
+    for col in ("rig", "rack", "profile", "ssh port", "container", "miner", "pivot", "reboots"):
         table.add_column(col)
     rows = lab.status()
     for s in rows:
-        table.add_row(s.name, s.rack, s.profile, str(s.port), s.state, s.miner, str(s.reboots))
+        table.add_row(
+            s.name, s.rack, s.profile, str(s.port), s.state, s.miner, s.pivot, str(s.reboots)
+        )
     if rows:
         console.print(table)
     else:

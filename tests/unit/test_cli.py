@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import threading
@@ -94,3 +95,23 @@ def test_a_farm_file_that_turns_host_key_checking_off_is_refused(tmp_path: Path)
     assert proc.returncode == 3  # probed (and the listener is no sshd)
     rig.close()
     assert rig.connections == 1
+
+
+def test_reports_piped_to_a_file_keep_each_rig_on_a_few_lines(tmp_path: Path):
+    """CI logs and `| tee` are not terminals: rich would fold tables to 80 columns, one word per
+    line in the detail column."""
+    inv = tmp_path / "farm.ini"
+    inv.write_text("[rack1]\nrig01 ansible_host=127.0.0.1 ansible_port=1\n")
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    proc = subprocess.run(
+        ["rigpivot", "preflight", "--inventory", str(inv), "--timeout", "2"],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 3
+    lines = proc.stdout.splitlines()
+    row = [i for i, ln in enumerate(lines) if "rig01" in ln]
+    assert row, proc.stdout
+    # The rig's row and its continuation lines, up to the table's bottom edge.
+    end = next(i for i in range(row[0], len(lines)) if lines[i].startswith("└"))
+    assert end - row[0] <= 3, proc.stdout
+    assert "cannot reach [127.0.0.1]:1" in lines[row[0]]

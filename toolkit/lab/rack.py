@@ -30,6 +30,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, LabError
+from toolkit.lab import hostcheck
 from toolkit.lab import image as lab_image
 from toolkit.lab import models as lab_models
 from toolkit.lab import podman as pm
@@ -50,6 +51,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO_ROOT / "inventories" / "lab"
 HIVE_RENDER = lab_image.IMAGE_DIR / "overlay/usr/lib/lab/hive_render.py"
 READY_TIMEOUT = 180.0
+# The record rigpivot keeps on a rig it has worked on (toolkit/modules/rig_state.py).
+PIVOT_RECORD = "/var/lib/rigpivot/state.json"
 
 
 class RigRecord(BaseModel):
@@ -85,6 +88,7 @@ class RigStatus:
     booted: bool
     miner: str  # "hashing 282.4 MH/s", "stopped", ...
     reboots: int
+    pivot: str = "-"  # the rig's pivot record: mining, drained, ..., ai (and failed units)
 
 
 def _free_port() -> int:
@@ -158,6 +162,7 @@ class Lab:
             raise BadInputError("--rigs must be at least 1")
         catalog = load_catalog()
         profiles = catalog.rack_profiles(profile, rigs)  # bad profile: fail before any work
+        hostcheck.require()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         state = self.state()
         if lab_secrets is not None:
@@ -378,6 +383,17 @@ class Lab:
                     failed = pm.exec_in(
                         rec.container, "systemctl", "--failed", "--no-legend", "--plain"
                     ).stdout.decode()
+                    units = [ln.split()[0] for ln in failed.splitlines() if ln.strip()]
+                    # A rig rigpivot has worked on is the operator's now: a unit of theirs
+                    # that failed is theirs to see (`lab status`), not a lab that did not boot.
+                    # The lab's own units failing always is.
+                    touched = pm.exec_in(rec.container, "test", "-e", PIVOT_RECORD).returncode
+                    if touched == 0 and not any(u.startswith("lab-") for u in units):
+                        if _ssh_banner(rec.port):
+                            log.warning("%s: up, with failed units: %s", rec.name, units)
+                            return None
+                        time.sleep(0.5)
+                        continue
                     return f"{rec.name}: boot degraded, failed units:\n{failed.strip()}"
                 time.sleep(0.5)
             return (
@@ -457,26 +473,36 @@ class Lab:
         for r in self.state().rigs:
             info = pm.inspect(r.container)
             st = info["State"]["Status"] if info else "missing"
-            booted, miner, reboots = False, "-", 0
+            booted, miner, reboots, pivot = False, "-", 0, "-"
             if st == "running":
                 probe = pm.exec_in(
                     r.container, "sh", "-c",
-                    "test -e /var/lib/lab/firstboot.done && echo booted; "
+                    "test -e /var/lib/lab/firstboot.done && echo booted=yes; "
                     # HiveOS publishes kH/s in /run/hive/khs; a plain rig's lolMiner only
                     # answers on its API (H/s).
-                    "cat /run/hive/khs 2>/dev/null || curl -sf --max-time 2 localhost:4069/ "
-                    "| jq -r '.hashrate / 1000' 2>/dev/null || echo -; "
-                    "systemctl is-active hive-miner lolminer 2>/dev/null | grep -c '^active'; "
-                    "wc -l < /var/log/lab/reboots.log 2>/dev/null || echo 0",
+                    "echo khs=$(cat /run/hive/khs 2>/dev/null || curl -sf --max-time 2 "
+                    "localhost:4069/ | jq -r '.hashrate / 1000' 2>/dev/null); "
+                    "echo active=$(systemctl is-active hive-miner lolminer 2>/dev/null "
+                    "| grep -c '^active'); "
+                    "echo reboots=$(wc -l < /var/log/lab/reboots.log 2>/dev/null || echo 0); "
+                    f"echo pivot=$(jq -r '.state // empty' {PIVOT_RECORD} 2>/dev/null); "
+                    "echo failed=$(systemctl --failed --no-legend --plain | awk '{print $1}' "
+                    "| paste -sd, -)",
                     timeout=20,
-                ).stdout.decode().split("\n")  # fmt: skip
-                booted = probe[0] == "booted"
-                rest = probe[1:] if booted else probe
-                khs, active = rest[0].strip(), rest[1].strip() if len(rest) > 1 else "0"
-                reboots = int(rest[2]) if len(rest) > 2 and rest[2].strip().isdigit() else 0
+                ).stdout.decode()  # fmt: skip
+                got = dict(ln.split("=", 1) for ln in probe.splitlines() if "=" in ln)
+                booted = got.get("booted") == "yes"
+                khs, active = got.get("khs", "").strip(), got.get("active", "0").strip()
+                reboots = int(got["reboots"]) if got.get("reboots", "").isdigit() else 0
                 if active != "0" and khs not in ("-", "", "0"):
                     miner = f"hashing {float(khs) / 1000:.1f} MH/s"
                 else:
                     miner = "stopped" if active == "0" else "starting"
-            out.append(RigStatus(r.name, r.rack, r.profile, r.port, st, booted, miner, reboots))
+                # The rig's pivot record: a rig rigpivot never touched is mining.
+                pivot = got.get("pivot", "").strip() or "mining"
+                if failed := got.get("failed", "").strip():
+                    pivot += f" (failed units: {failed})"
+            out.append(
+                RigStatus(r.name, r.rack, r.profile, r.port, st, booted, miner, reboots, pivot)
+            )
         return out
