@@ -31,7 +31,7 @@ from toolkit.runner import TaskEvent
 
 if TYPE_CHECKING:
     from toolkit.lab.rack import Lab
-    from toolkit.pivot import RunReport
+    from toolkit.models import RunReport
 
 # Where output is not a terminal (CI logs, `| tee`, a file) rich would fold every table to 80
 # columns, one word per line in the detail column; a wide page keeps each rig on a few lines.

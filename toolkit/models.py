@@ -1,4 +1,5 @@
-"""Pydantic models at the edges: what the probe reports about a rig, and what preflight decides."""
+"""Pydantic models at the edges: what the probe reports about a rig, what preflight decides, and
+what a convert or rollback run reports."""
 
 from __future__ import annotations
 
@@ -154,3 +155,59 @@ class FleetReport(BaseModel):
     @property
     def unreachable(self) -> list[str]:
         return [r.host for r in self.rigs if r.status == "unreachable"]
+
+
+# -- runs: what convert and rollback report -----------------------------------------------
+
+Outcome = Literal[
+    "converted", "already-ai", "rolled-back", "quarantined", "failed", "untouched",
+    "unreachable", "not-started", "would-convert", "mining", "interrupted",
+]  # fmt: skip
+
+
+class SnapshotRef(BaseModel):
+    """The controller's copy of a rig's snapshot, named without its content: the archive is
+    `<snapshot store>/<rig>/<id>.tar.gz` (and `<id>.manifest.json` beside it)."""
+
+    id: str
+    sha256: str  # of the archive
+
+
+class RigResult(BaseModel):
+    host: str
+    outcome: Outcome
+    detail: str = ""
+    engine: str | None = None
+    model: str | None = None
+    endpoints: list[str] = []
+    batch: int | None = None
+    snapshot: SnapshotRef | None = None
+    # The rig's pivot record (/var/lib/rigpivot/state.json) as last seen: where a rig that
+    # went away or was interrupted stands, and so where the next run resumes it from.
+    state: str | None = None
+    step: str | None = None
+
+
+class RunReport(BaseModel):
+    run_id: str
+    command: Literal["convert", "rollback"]
+    inventory: str
+    check: bool
+    journal: str
+    snapshot_store: str | None = None
+    started: str
+    finished: str = ""
+    stopped_early: str | None = None
+    interrupted: bool = False  # the operator stopped the run (SIGINT)
+    rigs: list[RigResult] = []
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.rigs if r.outcome == outcome)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.outcome in ("failed", "quarantined", "rolled-back") for r in self.rigs)
+
+    @property
+    def unreachable(self) -> list[str]:
+        return [r.host for r in self.rigs if r.outcome == "unreachable"]

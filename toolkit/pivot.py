@@ -1,105 +1,40 @@
 """convert and rollback: preflight, plan, rolling batches through ansible-runner, automatic
 rollback of rigs that fail, a run journal and a report.
 
-The run journal (`runs/<run id>/`) holds the preflight report, the plan, each play's
-ansible-runner private data directory (with its artifacts), and the run report (JSON and
-HTML). It holds no secret: the snapshots fetched from the rigs (rig.conf, wallet.conf, miner
-scripts: wallets, rig passwords, farm hashes) go to a separate store, `snapshots/` beside the
-journal root (directories 0700, files 0600), and the journal names them by rig, snapshot id
-and sha256 only.
+The orchestration only: what each rig's outcome is follows toolkit/outcomes.py's rules, and the
+journal, the private snapshot store and the farm lock are toolkit/journal.py's.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import datetime
-import fcntl
-import getpass
-import hashlib
 import logging
-import os
-import secrets
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import yaml
-from pydantic import BaseModel
 
+from toolkit import outcomes
 from toolkit.errors import BadInputError, RigpivotError
 from toolkit.inventory import Host
-from toolkit.models import FleetReport
+from toolkit.journal import (
+    farm_lock,
+    new_journal,
+    now,
+    private_dir,
+    save_report,
+    stored_snapshot,
+)
+from toolkit.models import FleetReport, RigResult, RunReport
+from toolkit.outcomes import INTERRUPTED, Recorded
 from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import check_farm, judge_fleet
 from toolkit.probe import ProbeOptions, ansible_host_key_args, known_hosts_for, probe_fleet
-from toolkit.report import run_html
 from toolkit.rolevars import check_convert_vars
-from toolkit.runner import PlayResult, RigOutcome, TaskEvent, run_playbook
+from toolkit.runner import PlayResult, TaskEvent, run_playbook
 
 log = logging.getLogger(__name__)
-
-
-class LockedError(RigpivotError):
-    """Another run holds the farm's lock."""
-
-    exit_code = 5
-
-
-Outcome = Literal[
-    "converted", "already-ai", "rolled-back", "quarantined", "failed", "untouched",
-    "unreachable", "not-started", "would-convert", "mining", "interrupted",
-]  # fmt: skip
-
-
-class SnapshotRef(BaseModel):
-    """The controller's copy of a rig's snapshot, named without its content: the archive is
-    `<snapshot store>/<rig>/<id>.tar.gz` (and `<id>.manifest.json` beside it)."""
-
-    id: str
-    sha256: str  # of the archive
-
-
-class RigResult(BaseModel):
-    host: str
-    outcome: Outcome
-    detail: str = ""
-    engine: str | None = None
-    model: str | None = None
-    endpoints: list[str] = []
-    batch: int | None = None
-    snapshot: SnapshotRef | None = None
-    # The rig's pivot record (/var/lib/rigpivot/state.json) as last seen: where a rig that
-    # went away or was interrupted stands, and so where the next run resumes it from.
-    state: str | None = None
-    step: str | None = None
-
-
-class RunReport(BaseModel):
-    run_id: str
-    command: Literal["convert", "rollback"]
-    inventory: str
-    check: bool
-    journal: str
-    snapshot_store: str | None = None
-    started: str
-    finished: str = ""
-    stopped_early: str | None = None
-    interrupted: bool = False  # the operator stopped the run (SIGINT)
-    rigs: list[RigResult] = []
-
-    def count(self, outcome: Outcome) -> int:
-        return sum(1 for r in self.rigs if r.outcome == outcome)
-
-    @property
-    def failed(self) -> bool:
-        return any(r.outcome in ("failed", "quarantined", "rolled-back") for r in self.rigs)
-
-    @property
-    def unreachable(self) -> list[str]:
-        return [r.host for r in self.rigs if r.outcome == "unreachable"]
 
 
 @dataclass
@@ -119,78 +54,6 @@ class RunOptions:
         return (self.snapshot_store or self.journal_root.resolve().parent / "snapshots").resolve()
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@contextlib.contextmanager
-def farm_lock(journal_root: Path, inventory: Path, command: str) -> Iterator[None]:
-    """One convert/rollback at a time per farm file: a second run refuses, naming the holder."""
-    locks = journal_root / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:16]
-    path = locks / f"{key}.lock"
-    with path.open("a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another rigpivot process"
-            raise LockedError(
-                f"{inventory} is locked by {holder}; wait for that run to end "
-                f"(the lock is released when its process exits: {path})"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(
-            f"`rigpivot {command}` pid {os.getpid()} by {getpass.getuser()}@"
-            f"{socket.gethostname()} since {_now()}\n"
-        )
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _new_journal(root: Path) -> tuple[str, Path]:
-    run_id = (
-        datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(2)
-    )
-    path = root / run_id
-    path.mkdir(parents=True)
-    return run_id, path
-
-
-def _private_dir(path: Path) -> Path:
-    """A directory only its owner can enter (the snapshot store and its per-rig folders)."""
-    path.mkdir(parents=True, exist_ok=True)
-    path.chmod(0o700)
-    return path
-
-
-def _stored_snapshot(
-    store: Path, host: str, record: dict[str, object] | None
-) -> SnapshotRef | None:
-    """Lock down what the play fetched for `host` and name it by id and checksum."""
-    facts = (record or {}).get("facts")
-    snapshot_id = facts.get("snapshot_id") if isinstance(facts, dict) else None
-    folder = store / host
-    archive = folder / f"{snapshot_id}.tar.gz"
-    if not snapshot_id or not archive.is_file():
-        return None
-    _private_dir(folder)
-    for f in folder.iterdir():
-        if f.is_file():
-            f.chmod(0o600)
-    digest = hashlib.sha256()
-    with archive.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 16), b""):
-            digest.update(chunk)
-    return SnapshotRef(id=str(snapshot_id), sha256=digest.hexdigest())
-
-
 def _ssh_vars(host: Host, probe: ProbeOptions | None) -> dict[str, str]:
     """Ansible checks the rig's key against the known_hosts preflight checked it against,
     strictly. Appended to the farm's own extra args (OpenSSH keeps an option's first value, so
@@ -202,30 +65,16 @@ def _ssh_vars(host: Host, probe: ProbeOptions | None) -> dict[str, str]:
     return {"ansible_ssh_extra_args": f"{own} {ansible_host_key_args(kh.resolve())}".strip()}
 
 
-def _endpoints(address: str, ports: list[int]) -> list[str]:
-    host = address.rsplit(":", 1)[0]
-    return [f"http://{host}:{p}/v1" for p in ports]
-
-
-RESUME_HINT = "`convert` resumes it, `rollback` returns it to mining"
-INTERRUPTED = "interrupted by the operator (SIGINT)"
-
-
-def _where(rig: RigOutcome) -> str:
-    step = rig.last_role or rig.failed_task or "the play"
-    return f"{step}: {rig.last_task}" if rig.last_role and rig.last_task else step
-
-
 def _recorded(
     hosts: list[Host],
     plays: list[PlayResult],
     opts: RunOptions,
     before: dict[str, str | None],
-) -> dict[str, tuple[str | None, str | None]]:
+) -> dict[str, Recorded]:
     """Each rig's pivot record now: read from the rig (read-only probe) when it answers, else
     the last record a play saw, else the state preflight read before the run."""
     names = [h.name for h in hosts]
-    found: dict[str, tuple[str | None, str | None]] = {h: (before.get(h), None) for h in names}
+    found: dict[str, Recorded] = {h: (before.get(h), None) for h in names}
     for play in plays:
         for h in names:
             rec = play.rigs[h].record if h in play.rigs else None
@@ -241,12 +90,6 @@ def _recorded(
             pv = res.facts.pivot
             found[res.host] = (pv.state or "mining", pv.step) if pv else ("mining", None)
     return found
-
-
-def _state_text(state: str | None, step: str | None) -> str:
-    if state is None:
-        return "no pivot record read"
-    return f"recorded state {state}" + (f" (step {step})" if step else "")
 
 
 def convert(
@@ -271,46 +114,21 @@ def convert(
         fleet = judge_fleet(inventory, selected, policies, opts.probe)
         plan = plan_conversion(fleet, opts.batch_size)
         check_convert_vars([farm[r.host] for r in plan.of("convert") if r.host in farm])
-        run_id, journal = _new_journal(opts.journal_root)
+        run_id, journal = new_journal(opts.journal_root)
         (journal / "preflight.json").write_text(fleet.model_dump_json(indent=2))
         (journal / "plan.json").write_text(plan.model_dump_json(indent=2))
         report = RunReport(
             run_id=run_id, command="convert", inventory=str(inventory), check=opts.check,
-            journal=str(journal), started=_now(),
+            journal=str(journal), started=now(),
         )  # fmt: skip
-        verdicts = {v.host: v for v in fleet.rigs}
-        for rp in plan.rigs:
-            if rp.action != "convert":
-                outcome: Outcome = (
-                    "already-ai" if rp.action == "already-ai"
-                    else "unreachable" if rp.action == "unreachable"
-                    else "quarantined" if rp.action == "quarantined"
-                    else "untouched"
-                )  # fmt: skip
-                report.rigs.append(RigResult(host=rp.host, outcome=outcome, detail=rp.reason,
-                                             engine=rp.engine, model=rp.model))  # fmt: skip
+        report.rigs += [outcomes.unplanned(rp) for rp in plan.rigs if rp.action != "convert"]
         if not plan.batches or not confirm(plan, fleet):
-            report.finished = _now()
-            _save(journal, report)
+            report.finished = now()
+            save_report(journal, report)
             return report
-
-        # The plan's choices go in as host variables the roles' defaults fall back to.
-        plan_inv = journal / "plan-inventory.yml"
-        hosts = {r.host: r.role_vars() for r in plan.of("convert")}
-        for name, v in hosts.items():
-            v.update(_ssh_vars(farm[name], opts.probe))
-        # Snapshots hold wallets and rig passwords: fetched into the private store, never
-        # into the journal.
-        store = opts.store
-        if not opts.check:  # --check fetches nothing
-            _private_dir(store)
-            report.snapshot_store = str(store)
-        for host, v in hosts.items():
-            v["mining_snapshot_fetch_dir"] = str(store)
-            if not opts.check:
-                _private_dir(store / host)
-        plan_inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
-        inventories = [plan_inv, inventory]
+        inventories = _plan_inventories(inventory, journal, plan, farm, opts, report)
+        addresses = {v.host: v.address for v in fleet.rigs}
+        by_host = {r.host: r for r in plan.rigs}
 
         def stop_here(n: int, why: str) -> None:
             rest = [h for b in plan.batches[n - 1 :] for h in b]
@@ -332,11 +150,8 @@ def convert(
                 check=opts.check, on_event=on_event, should_stop=should_stop,
             )  # fmt: skip
             if not opts.check and not play.canceled:
-                _unfinished_is_failed(play)
-            failed = [] if play.canceled else play.failed()
-            # Rigs the play never reached (it failed to start) were not changed: nothing to undo.
-            # An unreachable rig cannot be rolled back now; its record says where it stands.
-            touched = [h for h in failed if play.rigs[h].reached and not play.rigs[h].unreachable]
+                outcomes.mark_unfinished(play)
+            touched = outcomes.to_roll_back(play)
             rolled: PlayResult | None = None
             if touched and not opts.check and not should_stop():
                 on_stage(f"batch {n}: rolling back {', '.join(touched)}")
@@ -345,101 +160,29 @@ def convert(
                     journal / "ansible" / f"{n:03d}-rollback", on_event=on_event,
                     should_stop=should_stop,
                 )  # fmt: skip
-            stopped = (
-                play.canceled
-                or (rolled is not None and rolled.canceled)
-                or (bool(touched) and rolled is None and not opts.check)
-            )
-            # The rigs left mid-way: their pivot record is read back for the report.
-            left = [
-                h for h in batch
-                if play.rigs[h].reached and (
-                    play.canceled or play.rigs[h].unreachable
-                    or (h in touched and (rolled is None or rolled.canceled
-                                          or rolled.rigs[h].unreachable))
-                )
-            ]  # fmt: skip
+            left = outcomes.left_midway(batch, play, touched, rolled)
             recorded = (
                 _recorded([farm[h] for h in left], [p for p in (play, rolled) if p], opts,
                           {r.host: r.state for r in plan.rigs})
                 if left else {}
             )  # fmt: skip
             for host in batch:
-                rp = next(r for r in plan.rigs if r.host == host)
-                rig = play.rigs[host]
-                res = RigResult(host=host, outcome="converted", batch=n, engine=rp.engine,
-                                model=rp.model)  # fmt: skip
-                if host in recorded:
-                    res.state, res.step = recorded[host]
+                res = outcomes.converted(
+                    by_host[host], play.rigs[host], rolled, batch=n, check=opts.check,
+                    canceled=play.canceled, address=addresses[host],
+                    recorded=recorded.get(host),
+                )  # fmt: skip
                 if not opts.check:
-                    res.snapshot = _stored_snapshot(store, host, rig.record)
-                if play.canceled and rig.ok:
-                    if rig.reached:
-                        res.outcome = "interrupted"
-                        res.detail = (
-                            f"{INTERRUPTED} during {_where(rig)}; "
-                            f"{_state_text(res.state, res.step)}: {RESUME_HINT}"
-                        )
-                    else:
-                        res.outcome, res.detail = "not-started", INTERRUPTED
-                elif opts.check:
-                    res.outcome = "would-convert" if rig.ok else "failed"
-                    res.detail = "" if rig.ok else f"{rig.failed_task}: {rig.message}"
-                elif rig.ok:
-                    facts = (rig.record or {}).get("facts") or {}
-                    res.state, res.step = "ai", "validate"
-                    ports = facts.get("inference_ports") or [8000 + i for i in rp.gpus]
-                    res.endpoints = _endpoints(verdicts[host].address, ports)
-                    served = (facts.get("inference_engine"), facts.get("inference_model"))
-                    if served[0] and (served[0], served[1]) != (rp.engine, rp.model):
-                        # The farm file pinned something else than preflight chose (the lab
-                        # serves a tiny model on CPU): report what the rig serves.
-                        res.engine, res.model = served[0], served[1]
-                        res.detail = (
-                            f"preflight chose {rp.engine} {rp.model}; the inventory pins this"
-                        )
-                elif not rig.reached:
-                    res.outcome, res.detail = "failed", f"not started: {rig.message}"
-                elif rig.unreachable:
-                    res.outcome = "unreachable"
-                    res.detail = (
-                        f"unreachable during {_where(rig)} ({rig.message}); "
-                        f"{_state_text(res.state, res.step)}: once it answers, {RESUME_HINT}"
-                    )
-                else:
-                    why = f"{rig.failed_task}: {rig.message}"
-                    back = rolled.rigs[host] if rolled else None
-                    if back and back.ok:
-                        res.outcome, res.detail = "rolled-back", f"convert failed at {why}"
-                        res.state, res.step = "mining", "mining_restore"
-                    elif rolled is None or rolled.canceled:
-                        res.outcome = "interrupted"
-                        res.detail = (
-                            f"convert failed at {why}; {INTERRUPTED} before its rollback "
-                            f"finished; {_state_text(res.state, res.step)}: `rollback` "
-                            "returns it to mining"
-                        )
-                    elif back and back.unreachable:
-                        res.outcome = "unreachable"
-                        res.detail = (
-                            f"convert failed at {why}; unreachable during its rollback "
-                            f"({back.message}); {_state_text(res.state, res.step)}: once it "
-                            "answers, `rollback` returns it to mining"
-                        )
-                    else:
-                        res.outcome = "quarantined"
-                        res.state, res.step = "quarantined", "mining_restore"
-                        res.detail = (
-                            f"convert failed at {why}; rollback failed too: {back and back.message}"
-                        )
+                    res.snapshot = stored_snapshot(opts.store, host, play.rigs[host].record)
                 report.rigs.append(res)
-            if stopped:
+            if outcomes.batch_stopped(play, rolled, touched, opts.check):
                 report.interrupted = True
                 if n < len(plan.batches):
                     stop_here(n + 1, f"{INTERRUPTED} in batch {n}")
                 else:
                     report.stopped_early = f"{INTERRUPTED} in batch {n}"
                 break
+            failed = [] if play.canceled else play.failed()
             share = 100.0 * len(failed) / len(batch)
             if failed and share > opts.max_fail_percent and n < len(plan.batches):
                 stop_here(
@@ -448,24 +191,35 @@ def convert(
                     f"--max-fail-percent {opts.max_fail_percent:g})",
                 )
                 break
-        report.finished = _now()
-        _save(journal, report)
+        report.finished = now()
+        save_report(journal, report)
         return report
 
 
-def _unfinished_is_failed(play: PlayResult) -> None:
-    """A rig is converted only when its pivot record says `ai`. One the play left earlier
-    without a failed task (the play was cut short) is half-way: it counts as failed, so that it
-    is rolled back like any other."""
-    for rig in play.rigs.values():
-        state = (rig.record or {}).get("state")
-        if rig.ok and rig.reached and state != "ai":
-            rig.ok = False
-            rig.failed_task = rig.last_task or "convert.yml"
-            rig.message = (
-                f"the play ended before the rig finished (its record says {state or 'nothing'}, "
-                f"not ai; {play.playbook} {play.status}, rc {play.rc})"
-            )
+def _plan_inventories(
+    inventory: Path,
+    journal: Path,
+    plan: Plan,
+    farm: dict[str, Host],
+    opts: RunOptions,
+    report: RunReport,
+) -> list[Path]:
+    """The plan's choices as host variables the roles' defaults fall back to, layered under the
+    farm file. Snapshots hold wallets and rig passwords: fetched into the private store, never
+    into the journal (--check fetches nothing)."""
+    hosts = {r.host: r.role_vars() for r in plan.of("convert")}
+    store = opts.store
+    if not opts.check:
+        private_dir(store)
+        report.snapshot_store = str(store)
+    for name, v in hosts.items():
+        v.update(_ssh_vars(farm[name], opts.probe))
+        v["mining_snapshot_fetch_dir"] = str(store)
+        if not opts.check:
+            private_dir(store / name)
+    plan_inv = journal / "plan-inventory.yml"
+    plan_inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
+    return [plan_inv, inventory]
 
 
 def rollback(
@@ -495,10 +249,10 @@ def rollback(
         before = {
             r.host: (r.facts.pivot.state if r.facts and r.facts.pivot else None) for r in probed
         }
-        run_id, journal = _new_journal(opts.journal_root)
+        run_id, journal = new_journal(opts.journal_root)
         report = RunReport(
             run_id=run_id, command="rollback", inventory=str(inventory), check=opts.check,
-            journal=str(journal), started=_now(),
+            journal=str(journal), started=now(),
         )  # fmt: skip
         report.rigs += [
             RigResult(host=r.host, outcome="unreachable", detail=r.error or "")
@@ -521,55 +275,12 @@ def rollback(
             report.interrupted = play.canceled
             if play.canceled:
                 report.stopped_early = INTERRUPTED
-            left = [
-                h for h in todo
-                if play.rigs[h].reached and (play.canceled or play.rigs[h].unreachable)
-            ]  # fmt: skip
+            left = outcomes.left_midway(todo, play, [], None)
             by_name = {h.name: h for h in hosts}
             recorded = _recorded([by_name[h] for h in left], [play], opts, before) if left else {}
-            for host in todo:
-                rig = play.rigs[host]
-                res = RigResult(host=host, outcome="mining", state="mining", step="mining_restore")
-                if host in recorded:
-                    res.state, res.step = recorded[host]
-                state = (rig.record or {}).get("state")
-                if play.canceled and rig.ok:
-                    res.outcome = "interrupted" if rig.reached else "not-started"
-                    res.detail = (
-                        f"{INTERRUPTED} during {_where(rig)}; {_state_text(res.state, res.step)}:"
-                        " the next `rollback` finishes it"
-                        if rig.reached
-                        else INTERRUPTED
-                    )
-                elif rig.ok and not opts.check and state != "mining":
-                    # The play ended before this rig's restore finished (a whole serial batch
-                    # failed before it): it is not mining, whatever else it is.
-                    res.outcome, res.state = "failed", state
-                    res.detail = (
-                        f"not restored: the play ended first ({play.playbook} {play.status}); "
-                        f"its record says {state or 'nothing new'}; run rollback again"
-                    )
-                elif rig.ok:
-                    pass
-                elif rig.unreachable:
-                    res.outcome = "unreachable"
-                    res.detail = (
-                        f"unreachable during {_where(rig)} ({rig.message}); "
-                        f"{_state_text(res.state, res.step)}: once it answers, the next "
-                        "`rollback` finishes it"
-                    )
-                else:
-                    res.outcome = "failed" if not rig.reached else "quarantined"
-                    res.state, res.step = (
-                        (None, None) if not rig.reached else ("quarantined", "mining_restore")
-                    )
-                    res.detail = f"{rig.failed_task}: {rig.message}"
-                report.rigs.append(res)
-        report.finished = _now()
-        _save(journal, report)
+            report.rigs += [
+                outcomes.restored(h, play, check=opts.check, recorded=recorded.get(h)) for h in todo
+            ]
+        report.finished = now()
+        save_report(journal, report)
         return report
-
-
-def _save(journal: Path, report: RunReport) -> None:
-    (journal / "report.json").write_text(report.model_dump_json(indent=2))
-    (journal / "report.html").write_text(run_html(report))

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import jinja2
 
-from toolkit.models import FleetReport
-
-if TYPE_CHECKING:
-    from toolkit.pivot import RunReport
+from toolkit.models import FleetReport, RunReport
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 

@@ -30,8 +30,8 @@ from tests.integration.endstate import (
     rigpivot,
     state,
 )
+from toolkit.journal import farm_lock
 from toolkit.lab import podman as pm
-from toolkit.pivot import farm_lock
 
 pytestmark = pytest.mark.lab
 

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import Rack
-from toolkit.pivot import RunOptions, RunReport, convert
+from toolkit.models import RunReport
+from toolkit.pivot import RunOptions, convert
 from toolkit.plan import Plan
 
 pytestmark = pytest.mark.lab
