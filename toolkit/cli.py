@@ -4,50 +4,37 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import sys
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.live import Live
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.table import Table
 
+from toolkit.console import (
+    Progress,
+    console,
+    err_console,
+    print_plan,
+    print_preflight,
+    print_run,
+    print_status,
+)
 from toolkit.errors import BadInputError, InterruptedRunError, RigpivotError, UnreachableError
+from toolkit.lab.cli import lab_app
 from toolkit.models import FleetReport
 from toolkit.plan import Plan
 from toolkit.preflight import run_preflight
 from toolkit.probe import ProbeOptions, ProbeResult
 from toolkit.report import preflight_html, preflight_json
-from toolkit.runner import TaskEvent
 
 if TYPE_CHECKING:
-    from toolkit.lab.rack import Lab
     from toolkit.models import RunReport
-
-# Where output is not a terminal (CI logs, `| tee`, a file) rich would fold every table to 80
-# columns, one word per line in the detail column; a wide page keeps each rig on a few lines.
-# COLUMNS, when set, still wins.
-PIPE_WIDTH = 160
-
-
-def _make_console(stderr: bool = False) -> Console:
-    c = Console(stderr=stderr)
-    if not c.is_terminal and "COLUMNS" not in os.environ:
-        c = Console(stderr=stderr, width=PIPE_WIDTH)
-    return c
-
-
-console = _make_console()
-err_console = _make_console(stderr=True)
 
 app = typer.Typer(
     help="Move mining rigs to AI inference and back.",
@@ -55,86 +42,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-lab_app = typer.Typer(
-    help="The lab: a simulated mining rack (podman rigs reached over real SSH).",
-    no_args_is_help=True,
-)
 app.add_typer(lab_app, name="lab")
-
-LabDir = Annotated[
-    Path | None,
-    typer.Option(
-        "--dir",
-        envvar="RIGPIVOT_LAB_DIR",
-        help="Where the lab writes its inventory, keys and known_hosts.",
-        show_default="inventories/lab",
-    ),
-]
-LabName = Annotated[
-    str, typer.Option("--name", help="Lab name: several labs can run side by side.")
-]
-
-
-@lab_app.command("up")
-def lab_up(
-    rigs: Annotated[int, typer.Option("--rigs", help="How many rigs.")] = 6,
-    profile: Annotated[
-        str, typer.Option("--profile", help="A rack mix (mixed, nvidia) or one rig profile.")
-    ] = "mixed",
-    rack_size: Annotated[int, typer.Option(help="Rigs per rack (inventory group).")] = 4,
-    secrets: Annotated[
-        Path | None,
-        typer.Option(
-            help="YAML: rig name -> {wallet, pool_password, rig_passwd, farm_hash} to plant "
-            "instead of the lab's derived ones (e.g. to check they never leak)."
-        ),
-    ] = None,
-    dir_: LabDir = None,
-    name: LabName = "lab",
-) -> None:
-    """Bring up (or reconcile) a lab rack and write its inventory."""
-    from toolkit.lab.catalog import load_secrets
-    from toolkit.lab.rack import DEFAULT_STATE_DIR, Lab
-
-    chosen = load_secrets(secrets) if secrets else None
-    lab = Lab(dir_ or DEFAULT_STATE_DIR, name=name, rack_size=rack_size)
-    with console.status("lab up") as status:
-        lab.up(rigs, profile, say=lambda m: status.update(f"lab up: {m}"), lab_secrets=chosen)
-    _print_status(lab)
-    console.print(f"inventory: [bold]{lab.inventory}[/]  ssh: ssh -F {lab.ssh_config} rig01")
-
-
-@lab_app.command("down")
-def lab_down(dir_: LabDir = None, name: LabName = "lab") -> None:
-    """Remove the lab's rigs and network (the image cache stays)."""
-    from toolkit.lab.rack import DEFAULT_STATE_DIR, Lab
-
-    removed = Lab(dir_ or DEFAULT_STATE_DIR, name=name).down()
-    console.print(f"removed {len(removed)} container(s)")
-
-
-@lab_app.command("status")
-def lab_status(dir_: LabDir = None, name: LabName = "lab") -> None:
-    """Show each lab rig: container, boot, miner, reboots."""
-    from toolkit.lab.rack import DEFAULT_STATE_DIR, Lab
-
-    _print_status(Lab(dir_ or DEFAULT_STATE_DIR, name=name))
-
-
-def _print_status(lab: Lab) -> None:
-    table = Table(title=f"lab {lab.name!r}")
-    for col in ("rig", "rack", "profile", "ssh port", "container", "miner", "pivot", "reboots"):
-        table.add_column(col)
-    rows = lab.status()
-    for s in rows:
-        table.add_row(
-            s.name, s.rack, s.profile, str(s.port), s.state, s.miner, s.pivot, str(s.reboots)
-        )
-    if rows:
-        console.print(table)
-    else:
-        console.print(f"lab {lab.name!r} has no rigs: `rigpivot lab up --rigs 6 --profile mixed`")
-
 
 Inventory = Annotated[
     Path,
@@ -190,7 +98,7 @@ def preflight(
             status.update(f"probing rigs: {len(done)} answered")
 
         report = run_preflight(inventory, limit, opts, seen)
-    _print_preflight(report)
+    print_preflight(report)
     if json_out:
         json_out.write_text(preflight_json(report))
         console.print(f"JSON report: {json_out}")
@@ -201,41 +109,6 @@ def preflight(
         raise UnreachableError(
             f"{len(report.unreachable)} rig(s) unreachable: {', '.join(report.unreachable)}"
         )
-
-
-def _print_preflight(report: FleetReport) -> None:
-    table = Table(title=f"preflight: {report.inventory}", show_lines=True)
-    for col in ("rig", "cards", "verdict", "engine", "model per card", "why / warnings"):
-        table.add_column(col, overflow="fold")
-    style = {"fit": "green", "unfit": "red", "unknown": "yellow"}
-    for r in report.rigs:
-        cards: dict[str, int] = {}
-        for c in r.cards:
-            label = f"{c.name} {c.vram_mib // 1024 if c.vram_mib else '?'}G"
-            cards[label] = cards.get(label, 0) + 1
-        model = (
-            f"{r.model.model_name} {r.model.quant} ×{r.instances}\n"
-            f"ctx≤{r.model.max_context} ≤{r.model.decode_tokens_s} tok/s"
-            if r.model
-            else "-"
-        )
-        why = "\n".join(
-            [escape(x) for x in r.reasons] + [f"[yellow]{escape(w)}[/]" for w in r.warnings]
-        )
-        table.add_row(
-            r.host,
-            "\n".join(f"{n}× {k}" for k, n in cards.items()) or "-",
-            f"[{style[r.verdict]}]{r.verdict}[/]",
-            r.engine or "-",
-            model,
-            why,
-        )
-    console.print(table)
-    console.print(
-        f"[bold]{report.cards_fit} of {report.cards_total} cards fit, "
-        f"{report.rigs_convertible} of {len(report.rigs)} rigs convertible[/]"
-        + (f", {len(report.unreachable)} unreachable" if report.unreachable else "")
-    )
 
 
 JournalDir = Annotated[
@@ -326,15 +199,15 @@ def convert(
     )  # fmt: skip
 
     def confirm(plan: Plan, fleet: FleetReport) -> bool:
-        _print_preflight(fleet)
-        _print_plan(plan, check)
+        print_preflight(fleet)
+        print_plan(plan, check)
         if yes or check:
             return True
         if not _can_ask():
             raise BadInputError("convert changes rigs: confirm at a terminal or pass --yes")
         return typer.confirm("Convert these rigs?", default=False)
 
-    with _stop_on_ctrl_c() as stop, _Progress() as progress:
+    with _stop_on_ctrl_c() as stop, Progress() as progress:
         report = run_convert(inventory, opts, confirm, progress.event, progress.stage, stop.is_set)
     _finish(report)
 
@@ -371,7 +244,7 @@ def rollback(
             raise BadInputError("rollback changes rigs: confirm at a terminal or pass --yes")
         return typer.confirm("Roll these rigs back to mining?", default=False)
 
-    with _stop_on_ctrl_c() as stop, _Progress() as progress:
+    with _stop_on_ctrl_c() as stop, Progress() as progress:
         report = run_rollback(inventory, opts, confirm, progress.event, stop.is_set)
     _finish(report)
 
@@ -391,96 +264,13 @@ def status(
 
     hosts, _ = check_farm(inventory, limit)
     results = probe_fleet(hosts, _probe_options(False, known_hosts))
-    table = Table(title=f"status: {inventory}")
-    for col in ("rig", "state", "step", "snapshot", "platform", "miner", "driver"):
-        table.add_column(col)
-    for r in results:
-        f = r.facts
-        if f is None:
-            table.add_row(r.host, "[red]unreachable[/]", escape(r.error or ""), "", "", "", "")
-            continue
-        pv = f.pivot
-        table.add_row(
-            r.host, pv.state or "mining" if pv else "mining", (pv.step or "-") if pv else "-",
-            (pv.snapshot_id or "-") if pv else "-", f.platform,
-            ", ".join(m.name for m in f.miners) or "stopped", f.nvidia_driver or "-",
-        )  # fmt: skip
-    console.print(table)
+    print_status(inventory, results)
     if any(r.facts is None for r in results):
         raise UnreachableError("some rigs are unreachable")
 
 
-def _print_plan(plan: Plan, check: bool) -> None:
-    table = Table(title="plan" + (" (check: nothing will change)" if check else ""))
-    for col in ("rig", "action", "engine", "model", "GPUs", "why"):
-        table.add_column(col, overflow="fold")
-    for r in plan.rigs:
-        table.add_row(
-            r.host, r.action, r.engine or "-", r.model or "-",
-            ",".join(map(str, r.gpus)) or "-", escape(r.reason),
-        )  # fmt: skip
-    console.print(table)
-    batches = " | ".join(", ".join(b) for b in plan.batches) or "nothing to convert"
-    console.print(f"batches: {batches}")
-
-
-class _Progress:
-    """One live table for the run: each rig's current step (role) and last result."""
-
-    def __init__(self) -> None:
-        self.rows: dict[str, tuple[str, str]] = {}
-        self.stage_text = ""
-        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
-
-    def __enter__(self) -> _Progress:
-        self.live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.live.__exit__(None, None, None)
-
-    def _render(self) -> Table:
-        t = Table(title=self.stage_text or "starting", show_edge=False)
-        for col in ("rig", "step", "last"):
-            t.add_column(col)
-        for host, (step, last) in sorted(self.rows.items()):
-            t.add_row(host, step, last)
-        return t
-
-    def stage(self, text: str) -> None:
-        self.stage_text = text
-        self.live.console.print(f"[bold]{escape(text)}[/]")
-        self.live.update(self._render())
-
-    def event(self, ev: TaskEvent) -> None:
-        step = ev.role or "-"
-        if ev.status == "failed":
-            self.live.console.print(f"[red]{ev.host}: {escape(ev.task)} failed[/]")
-        self.rows[ev.host] = (step, f"{ev.status}: {ev.task}"[:70])
-        self.live.update(self._render())
-
-
 def _finish(report: RunReport) -> None:
-    table = Table(title=f"{report.command}{' --check' if report.check else ''}: {report.run_id}")
-    for col in ("rig", "outcome", "state", "engine / model", "endpoints", "detail"):
-        table.add_column(col, overflow="fold")
-    colour = {"converted": "green", "mining": "green", "already-ai": "green",
-              "would-convert": "green", "rolled-back": "yellow", "not-started": "yellow",
-              "interrupted": "yellow", "untouched": "dim"}  # fmt: skip
-    for r in report.rigs:
-        c = colour.get(r.outcome, "red")
-        table.add_row(
-            r.host, f"[{c}]{r.outcome}[/]", r.state or "",
-            f"{r.engine or ''} {r.model or ''}".strip(), "\n".join(r.endpoints), escape(r.detail),
-        )  # fmt: skip
-    console.print(table)
-    counts = Counter(r.outcome for r in report.rigs)
-    console.print(", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing to do")
-    if report.stopped_early:
-        console.print(f"[red]stopped early:[/] {escape(report.stopped_early)}")
-    console.print(f"journal: {report.journal} (report.json, report.html)")
-    if any(r.snapshot for r in report.rigs):
-        console.print(f"snapshots: {report.snapshot_store} (private: wallets, rig passwords)")
+    print_run(report)
     if report.interrupted:
         left = [r.host for r in report.rigs if r.outcome == "interrupted"]
         raise InterruptedRunError(

@@ -1,0 +1,181 @@
+"""What rigpivot prints: every table and the live progress of a run. The verbs (toolkit/cli.py,
+toolkit/lab/cli.py) decide; this module only renders."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+from rich.live import Live
+from rich.markup import escape
+from rich.table import Table
+
+from toolkit.models import FleetReport, RunReport
+from toolkit.plan import Plan
+from toolkit.probe import ProbeResult
+from toolkit.runner import TaskEvent
+
+if TYPE_CHECKING:
+    from toolkit.lab.rack import Lab
+
+# Where output is not a terminal (CI logs, `| tee`, a file) rich would fold every table to 80
+# columns, one word per line in the detail column; a wide page keeps each rig on a few lines.
+# COLUMNS, when set, still wins.
+PIPE_WIDTH = 160
+
+
+def _make_console(stderr: bool = False) -> Console:
+    c = Console(stderr=stderr)
+    if not c.is_terminal and "COLUMNS" not in os.environ:
+        c = Console(stderr=stderr, width=PIPE_WIDTH)
+    return c
+
+
+console = _make_console()
+err_console = _make_console(stderr=True)
+
+
+def print_preflight(report: FleetReport) -> None:
+    table = Table(title=f"preflight: {report.inventory}", show_lines=True)
+    for col in ("rig", "cards", "verdict", "engine", "model per card", "why / warnings"):
+        table.add_column(col, overflow="fold")
+    style = {"fit": "green", "unfit": "red", "unknown": "yellow"}
+    for r in report.rigs:
+        cards: dict[str, int] = {}
+        for c in r.cards:
+            label = f"{c.name} {c.vram_mib // 1024 if c.vram_mib else '?'}G"
+            cards[label] = cards.get(label, 0) + 1
+        model = (
+            f"{r.model.model_name} {r.model.quant} ×{r.instances}\n"
+            f"ctx≤{r.model.max_context} ≤{r.model.decode_tokens_s} tok/s"
+            if r.model
+            else "-"
+        )
+        why = "\n".join(
+            [escape(x) for x in r.reasons] + [f"[yellow]{escape(w)}[/]" for w in r.warnings]
+        )
+        table.add_row(
+            r.host,
+            "\n".join(f"{n}× {k}" for k, n in cards.items()) or "-",
+            f"[{style[r.verdict]}]{r.verdict}[/]",
+            r.engine or "-",
+            model,
+            why,
+        )
+    console.print(table)
+    console.print(
+        f"[bold]{report.cards_fit} of {report.cards_total} cards fit, "
+        f"{report.rigs_convertible} of {len(report.rigs)} rigs convertible[/]"
+        + (f", {len(report.unreachable)} unreachable" if report.unreachable else "")
+    )
+
+
+def print_plan(plan: Plan, check: bool) -> None:
+    table = Table(title="plan" + (" (check: nothing will change)" if check else ""))
+    for col in ("rig", "action", "engine", "model", "GPUs", "why"):
+        table.add_column(col, overflow="fold")
+    for r in plan.rigs:
+        table.add_row(
+            r.host, r.action, r.engine or "-", r.model or "-",
+            ",".join(map(str, r.gpus)) or "-", escape(r.reason),
+        )  # fmt: skip
+    console.print(table)
+    batches = " | ".join(", ".join(b) for b in plan.batches) or "nothing to convert"
+    console.print(f"batches: {batches}")
+
+
+class Progress:
+    """One live table for the run: each rig's current step (role) and last result."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, str]] = {}
+        self.stage_text = ""
+        self.live = Live(self._render(), console=console, refresh_per_second=4, transient=True)
+
+    def __enter__(self) -> Progress:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.live.__exit__(None, None, None)
+
+    def _render(self) -> Table:
+        t = Table(title=self.stage_text or "starting", show_edge=False)
+        for col in ("rig", "step", "last"):
+            t.add_column(col)
+        for host, (step, last) in sorted(self.rows.items()):
+            t.add_row(host, step, last)
+        return t
+
+    def stage(self, text: str) -> None:
+        self.stage_text = text
+        self.live.console.print(f"[bold]{escape(text)}[/]")
+        self.live.update(self._render())
+
+    def event(self, ev: TaskEvent) -> None:
+        step = ev.role or "-"
+        if ev.status == "failed":
+            self.live.console.print(f"[red]{ev.host}: {escape(ev.task)} failed[/]")
+        self.rows[ev.host] = (step, f"{ev.status}: {ev.task}"[:70])
+        self.live.update(self._render())
+
+
+def print_run(report: RunReport) -> None:
+    """The run report: each rig's outcome, state, what it serves and why."""
+    table = Table(title=f"{report.command}{' --check' if report.check else ''}: {report.run_id}")
+    for col in ("rig", "outcome", "state", "engine / model", "endpoints", "detail"):
+        table.add_column(col, overflow="fold")
+    colour = {"converted": "green", "mining": "green", "already-ai": "green",
+              "would-convert": "green", "rolled-back": "yellow", "not-started": "yellow",
+              "interrupted": "yellow", "untouched": "dim"}  # fmt: skip
+    for r in report.rigs:
+        c = colour.get(r.outcome, "red")
+        table.add_row(
+            r.host, f"[{c}]{r.outcome}[/]", r.state or "",
+            f"{r.engine or ''} {r.model or ''}".strip(), "\n".join(r.endpoints), escape(r.detail),
+        )  # fmt: skip
+    console.print(table)
+    counts = Counter(r.outcome for r in report.rigs)
+    console.print(", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing to do")
+    if report.stopped_early:
+        console.print(f"[red]stopped early:[/] {escape(report.stopped_early)}")
+    console.print(f"journal: {report.journal} (report.json, report.html)")
+    if any(r.snapshot for r in report.rigs):
+        console.print(f"snapshots: {report.snapshot_store} (private: wallets, rig passwords)")
+
+
+def print_status(inventory: Path, results: list[ProbeResult]) -> None:
+    """Where each rig stands: its pivot record, platform, miners and driver."""
+    table = Table(title=f"status: {inventory}")
+    for col in ("rig", "state", "step", "snapshot", "platform", "miner", "driver"):
+        table.add_column(col)
+    for r in results:
+        f = r.facts
+        if f is None:
+            table.add_row(r.host, "[red]unreachable[/]", escape(r.error or ""), "", "", "", "")
+            continue
+        pv = f.pivot
+        table.add_row(
+            r.host, pv.state or "mining" if pv else "mining", (pv.step or "-") if pv else "-",
+            (pv.snapshot_id or "-") if pv else "-", f.platform,
+            ", ".join(m.name for m in f.miners) or "stopped", f.nvidia_driver or "-",
+        )  # fmt: skip
+    console.print(table)
+
+
+def print_lab_status(lab: Lab) -> None:
+    table = Table(title=f"lab {lab.name!r}")
+    for col in ("rig", "rack", "profile", "ssh port", "container", "miner", "pivot", "reboots"):
+        table.add_column(col)
+    rows = lab.status()
+    for s in rows:
+        table.add_row(
+            s.name, s.rack, s.profile, str(s.port), s.state, s.miner, s.pivot, str(s.reboots)
+        )
+    if rows:
+        console.print(table)
+    else:
+        console.print(f"lab {lab.name!r} has no rigs: `rigpivot lab up --rigs 6 --profile mixed`")
