@@ -62,9 +62,10 @@ class MinerProcess(BaseModel):
 class PivotRecord(BaseModel):
     """The rig's /var/lib/rigpivot/state.json, as the probe reads it."""
 
-    state: str | None
+    state: str | None  # "damaged" when the file is there but not a record
     step: str | None
     snapshot_id: str | None
+    error: str | None = None
 
 
 class RigFacts(BaseModel):

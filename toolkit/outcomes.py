@@ -38,7 +38,8 @@ def endpoints(address: str, ports: list[int]) -> list[str]:
 def unplanned(rp: RigPlan) -> RigResult:
     """A rig the plan does not convert: already serving, unreachable, quarantined, or unfit."""
     outcome: Outcome = (
-        "already-ai" if rp.action == "already-ai"
+        "not-started" if rp.action == "return"
+        else "already-ai" if rp.action == "already-ai"
         else "unreachable" if rp.action == "unreachable"
         else "quarantined" if rp.action == "quarantined"
         else "untouched"
@@ -62,12 +63,24 @@ def mark_unfinished(play: PlayResult) -> None:
             )
 
 
-def to_roll_back(play: PlayResult) -> list[str]:
-    """The failed rigs to roll back now. A rig the play never reached (it failed to start) was
-    not changed: nothing to undo. An unreachable rig cannot be rolled back now; its record
-    says where it stands."""
+def unchanged(rig: RigOutcome, before: str | None) -> bool:
+    """The play failed the rig before it changed anything: the rig was mining when the run
+    began and its record never left `mining` (the snapshot, the first step, records
+    `snapshotted` before the drain touches the rig)."""
+    state = (rig.record or {}).get("state")
+    return before in (None, "mining") and state in (None, "mining")
+
+
+def to_roll_back(play: PlayResult, before: dict[str, str | None]) -> list[str]:
+    """The failed rigs to roll back now. A rig the play never reached (it failed to start), or
+    failed before it changed anything (a snapshot that could not be taken), has nothing to
+    undo. An unreachable rig cannot be rolled back now; its record says where it stands."""
     failed = [] if play.canceled else play.failed()
-    return [h for h in failed if play.rigs[h].reached and not play.rigs[h].unreachable]
+    return [
+        h for h in failed
+        if play.rigs[h].reached and not play.rigs[h].unreachable
+        and not unchanged(play.rigs[h], before.get(h))
+    ]  # fmt: skip
 
 
 def batch_stopped(
@@ -137,6 +150,12 @@ def converted(
             res.detail = f"preflight chose {rp.engine} {rp.model}; the inventory pins this"
     elif not rig.reached:
         res.outcome, res.detail = "failed", f"not started: {rig.message}"
+    elif not rig.unreachable and unchanged(rig, rp.state):
+        res.outcome, res.state = "not-started", "mining"
+        res.detail = (
+            f"convert failed at {rig.failed_task} before changing the rig: {rig.message}; "
+            "it keeps mining"
+        )
     elif rig.unreachable:
         res.outcome = "unreachable"
         res.detail = (
@@ -207,4 +226,13 @@ def restored(
         res.outcome = "failed" if not rig.reached else "quarantined"
         res.state, res.step = (None, None) if not rig.reached else ("quarantined", "mining_restore")
         res.detail = f"{rig.failed_task}: {rig.message}"
+    return res
+
+
+def returned(rp: RigPlan, play: PlayResult, *, check: bool) -> RigResult:
+    """A rig left mid-way that preflight no longer finds fit, put back to mining."""
+    res = restored(rp.host, play, check=check)
+    if res.outcome == "mining":
+        res.outcome = "rolled-back"
+    res.detail = f"{rp.reason}" + (f"; {res.detail}" if res.detail else "")
     return res

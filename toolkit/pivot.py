@@ -121,12 +121,25 @@ def convert(
             run_id=run_id, command="convert", inventory=str(inventory), check=opts.check,
             journal=str(journal), started=now(),
         )  # fmt: skip
-        report.rigs += [outcomes.unplanned(rp) for rp in plan.rigs if rp.action != "convert"]
-        if not plan.batches or not confirm(plan, fleet):
+        report.rigs += [
+            outcomes.unplanned(rp) for rp in plan.rigs if rp.action not in ("convert", "return")
+        ]
+        returning = [rp.host for rp in plan.of("return")]
+        if not (plan.batches or returning) or not confirm(plan, fleet):
+            report.rigs += [outcomes.unplanned(rp) for rp in plan.of("return")]
             report.finished = now()
             save_report(journal, report)
             return report
         inventories = _plan_inventories(inventory, journal, plan, farm, opts, report)
+        if returning:
+            on_stage(f"returning to mining: {', '.join(returning)}")
+            back = run_playbook(
+                "rollback.yml", inventories, returning, journal / "ansible" / "000-return",
+                check=opts.check, on_event=on_event, should_stop=should_stop,
+            )  # fmt: skip
+            report.rigs += [
+                outcomes.returned(rp, back, check=opts.check) for rp in plan.of("return")
+            ]
         addresses = {v.host: v.address for v in fleet.rigs}
         by_host = {r.host: r for r in plan.rigs}
 
@@ -151,7 +164,7 @@ def convert(
             )  # fmt: skip
             if not opts.check and not play.canceled:
                 outcomes.mark_unfinished(play)
-            touched = outcomes.to_roll_back(play)
+            touched = outcomes.to_roll_back(play, {r.host: r.state for r in plan.rigs})
             rolled: PlayResult | None = None
             if touched and not opts.check and not should_stop():
                 on_stage(f"batch {n}: rolling back {', '.join(touched)}")
@@ -207,7 +220,7 @@ def _plan_inventories(
     """The plan's choices as host variables the roles' defaults fall back to, layered under the
     farm file. Snapshots hold wallets and rig passwords: fetched into the private store, never
     into the journal (--check fetches nothing)."""
-    hosts = {r.host: r.role_vars() for r in plan.of("convert")}
+    hosts = {r.host: r.role_vars() for r in plan.of("convert") + plan.of("return")}
     store = opts.store
     if not opts.check:
         private_dir(store)
@@ -235,17 +248,24 @@ def rollback(
     hosts, _ = check_farm(inventory, opts.limit)
     with farm_lock(opts.journal_root, inventory, "rollback"):
         probed = probe_fleet(hosts, opts.probe or ProbeOptions())
-        no_snapshot = [
-            r.host for r in probed
-            if r.facts is not None and not (r.facts.pivot and r.facts.pivot.snapshot_id)
+        records = {r.host: r.facts.pivot for r in probed if r.facts is not None}
+        # A rig that mines and is in no conversion has nothing to undo (its last rollback
+        # retired that conversion's snapshot): a no-op that says so.
+        mining = [
+            h for h, pv in records.items()
+            if not (pv and pv.snapshot_id) and (pv is None or pv.state in (None, "mining"))
         ]  # fmt: skip
+        no_snapshot = [
+            h for h, pv in records.items() if h not in mining and not (pv and pv.snapshot_id)
+        ]
         if no_snapshot:
             raise BadInputError(
-                f"{', '.join(no_snapshot)}: no rigpivot snapshot on the rig (never converted), "
-                "so there is nothing to roll back to: leave them out with --limit "
-                "(`rigpivot status` shows which rigs have one); nothing was changed"
+                ", ".join(f"{h} ({records[h].state})" for h in no_snapshot)  # type: ignore[union-attr]
+                + ": no snapshot named in the rig's pivot record, so nothing to roll back to: "
+                "see `rigpivot status` and the rig's /var/lib/rigpivot/state.json, and leave "
+                "them out with --limit; nothing was changed"
             )
-        todo = [r.host for r in probed if r.facts is not None]
+        todo = [h for h in records if h not in mining]
         before = {
             r.host: (r.facts.pivot.state if r.facts and r.facts.pivot else None) for r in probed
         }
@@ -259,6 +279,11 @@ def rollback(
             for r in probed
             if r.facts is None
         ]
+        report.rigs += [
+            RigResult(host=h, outcome="mining", state="mining",
+                      detail="mining and in no conversion: nothing to roll back")
+            for h in mining
+        ]  # fmt: skip
         go = bool(todo) and confirm(todo)
         if go and should_stop():
             report.interrupted, report.stopped_early = True, f"{INTERRUPTED} before the play"

@@ -12,7 +12,10 @@ from pydantic import BaseModel
 
 from toolkit.models import FleetReport, RigVerdict
 
-Action = Literal["convert", "already-ai", "untouched", "unreachable", "quarantined"]
+Action = Literal["convert", "return", "already-ai", "untouched", "unreachable", "quarantined"]
+# Pivot states of a rig part-way through a conversion (or a rollback cut short): such a rig is
+# always finished or returned to mining, whatever preflight thinks of it now.
+MIDWAY = ("snapshotted", "drained", "stack_installed", "serving", "hardened", "restoring")
 
 
 class RigPlan(BaseModel):
@@ -65,6 +68,25 @@ def plan_conversion(report: FleetReport, batch_size: int) -> Plan:
         elif state == "quarantined":
             why = "quarantined by an earlier run: inspect it, then roll it back"
             rigs.append(RigPlan(host=v.host, action="quarantined", state=state, reason=why))
+        elif state == "damaged":
+            why = (
+                f"its pivot record (/var/lib/rigpivot/state.json) is damaged ({pivot.error}): "
+                "find out where the rig stands (`rigpivot status`, the run journal), then move "
+                "the file away; nothing was touched"
+                if pivot
+                else "its pivot record is damaged"
+            )
+            rigs.append(RigPlan(host=v.host, action="quarantined", state=state, reason=why))
+        elif v.verdict != "fit" and state in MIDWAY:
+            # The verdict decides whether a conversion starts, never whether one ends: a rig
+            # left mid-way that preflight no longer finds fit (a driver installed but not yet
+            # loaded hides its cards) goes back to mining rather than staying drained.
+            why = (
+                f"stopped mid-conversion (recorded state {state}) and no longer fit: "
+                + ("; ".join(v.reasons) or "no plan")
+                + "; returning it to mining"
+            )
+            rigs.append(RigPlan(host=v.host, action="return", state=state, reason=why))
         elif v.verdict != "fit":
             rigs.append(RigPlan(host=v.host, action="untouched", reason="; ".join(v.reasons)))
         elif state == "ai":

@@ -27,6 +27,22 @@ from toolkit.models import RigFacts
 log = logging.getLogger(__name__)
 
 MODULE = Path(__file__).with_name("modules") / "rig_facts.py"
+RIG_LIBRARY = Path(__file__).with_name("module_utils") / "rigpivot_rig.py"
+_LIBRARY_IMPORT = re.compile(
+    r"^from ansible\.module_utils\.rigpivot_rig import (\([^)]*\)|[^\n(]+)\n", re.M
+)
+
+
+def probe_payload() -> bytes:
+    """rig_facts as one file for `python3 -`: the rig-side library inlined where the module
+    imports it (as Ansible ships it beside the module), and PIPED set so the module prints its
+    facts instead of answering Ansible."""
+    module = MODULE.read_text()
+    match = _LIBRARY_IMPORT.search(module)
+    if match is None:
+        raise RuntimeError(f"{MODULE} does not import the rig library in one statement")
+    payload = module[: match.start()] + RIG_LIBRARY.read_text() + module[match.end() :]
+    return payload.replace("\nPIPED = False\n", "\nPIPED = True\n", 1).encode()
 
 
 @dataclass(frozen=True)
@@ -96,7 +112,7 @@ def _key_name(host: Host) -> str:
 class _Prober:
     def __init__(self, opts: ProbeOptions):
         self.opts = opts
-        self.payload = MODULE.read_bytes()
+        self.payload = probe_payload()
         self.new_keys: dict[Path, list[str]] = {}
         self.lock = threading.Lock()
 

@@ -163,16 +163,8 @@ def test_a_good_farm_file_does_reach_the_rigs(tmp_path: Path, rigport: Listener,
     assert rigport.connections >= 2
 
 
-def test_rollback_of_a_rig_without_snapshot_is_refused_before_anything_runs(
-    tmp_path: Path, rigport: Listener, monkeypatch: pytest.MonkeyPatch
-):
-    never = rig(card("rtx3090"))  # probed: mining, no pivot record, so no snapshot
-    converted = rig(card("rtx3090"), state="ai")
-    assert converted.pivot is not None
-    converted.pivot.snapshot_id = "20261122T001500Z"
-
+def _probed(monkeypatch: pytest.MonkeyPatch, facts: dict[str, object]) -> None:
     def probe(hosts, _opts, *_a):
-        facts = {"rig01": converted, "rig02": never}
         return [ProbeResult(h.name, facts[h.name], None, 0.1) for h in hosts]
 
     def no_play(*_a, **_k):
@@ -180,11 +172,34 @@ def test_rollback_of_a_rig_without_snapshot_is_refused_before_anything_runs(
 
     monkeypatch.setattr(pivot, "probe_fleet", probe)
     monkeypatch.setattr(pivot, "run_playbook", no_play)
+
+
+def test_rollback_of_a_rig_that_is_mining_is_a_no_op_that_says_so(
+    tmp_path: Path, rigport: Listener, monkeypatch: pytest.MonkeyPatch
+):
+    never = rig(card("rtx3090"))  # probed: mining, no pivot record
+    back = rig(card("rtx3090"), state="mining")  # a rollback retired its snapshot
+    _probed(monkeypatch, {"rig01": back, "rig02": never})
+    inv = tmp_path / "farm.ini"
+    inv.write_text(farm(rigport))
+    out = run("rollback", "--inventory", str(inv), "--yes", "--journal", str(tmp_path / "runs"))
+    assert out.code == 0, out.message
+    assert out.message.count("mining and in no conversion: nothing to roll back") == 2, out.message
+
+
+def test_rollback_of_a_rig_mid_conversion_without_snapshot_is_refused_before_anything_runs(
+    tmp_path: Path, rigport: Listener, monkeypatch: pytest.MonkeyPatch
+):
+    lost = rig(card("rtx3090"), state="drained")  # its record names no snapshot
+    converted = rig(card("rtx3090"), state="ai")
+    assert converted.pivot is not None
+    converted.pivot.snapshot_id = "20261122T001500Z"
+    _probed(monkeypatch, {"rig01": converted, "rig02": lost})
     inv = tmp_path / "farm.ini"
     inv.write_text(farm(rigport))
     journal = tmp_path / "runs"
     out = run("rollback", "--inventory", str(inv), "--yes", "--journal", str(journal))
     assert out.code == 2
-    assert "rig02: no rigpivot snapshot on the rig (never converted)" in out.message
+    assert "rig02 (drained): no snapshot named in the rig's pivot record" in out.message
     assert "leave them out with --limit" in out.message and "rig01" not in out.message
     assert not [p for p in journal.iterdir() if p.name != ".locks"], "a run journal was written"

@@ -49,17 +49,27 @@ def test_a_play_cut_short_leaves_a_rig_half_way_and_it_counts_as_failed():
 def test_only_rigs_the_play_reached_and_that_still_answer_are_rolled_back():
     p = play(
         "failed",
-        changed=RigOutcome("changed", ok=False, reached=True),
+        changed=RigOutcome("changed", ok=False, reached=True, record={"state": "drained"}),
+        snapfail=RigOutcome("snapfail", ok=False, reached=True, failed_task="mining_snapshot"),
         never=RigOutcome("never", ok=False, reached=False),
         gone=RigOutcome("gone", ok=False, reached=True, unreachable=True),
         fine=RigOutcome("fine", reached=True, record={"state": "ai"}),
     )
-    assert outcomes.to_roll_back(p) == ["changed"]
-    assert outcomes.to_roll_back(play("canceled", **p.rigs)) == []
+    assert outcomes.to_roll_back(p, {}) == ["changed"]
+    assert outcomes.to_roll_back(play("canceled", **p.rigs), {}) == []
+    # a rig that was mid-conversion before the run has something to undo, record or not
+    assert outcomes.to_roll_back(p, {"snapfail": "drained"}) == ["changed", "snapfail"]
 
 
 def test_a_failed_rig_whose_rollback_worked_is_rolled_back_and_mining():
-    rig = RigOutcome("rig01", ok=False, reached=True, failed_task="cuda: Install", message="dpkg")
+    rig = RigOutcome(
+        "rig01",
+        ok=False,
+        reached=True,
+        failed_task="cuda: Install",
+        message="dpkg",
+        record={"state": "stack_installed"},
+    )
     back = play(rig01=RigOutcome("rig01", reached=True, record={"state": "mining"}))
     res = converted(rig, back)
     assert (res.outcome, res.state) == ("rolled-back", "mining")
@@ -67,7 +77,14 @@ def test_a_failed_rig_whose_rollback_worked_is_rolled_back_and_mining():
 
 
 def test_a_failed_rig_whose_rollback_failed_is_quarantined_with_both_reasons():
-    rig = RigOutcome("rig01", ok=False, reached=True, failed_task="cuda: Install", message="dpkg")
+    rig = RigOutcome(
+        "rig01",
+        ok=False,
+        reached=True,
+        failed_task="cuda: Install",
+        message="dpkg",
+        record={"state": "stack_installed"},
+    )
     back = play("failed", rig01=RigOutcome("rig01", ok=False, reached=True, message="mirror down"))
     res = converted(rig, back)
     assert (res.outcome, res.state) == ("quarantined", "quarantined")
@@ -75,7 +92,14 @@ def test_a_failed_rig_whose_rollback_failed_is_quarantined_with_both_reasons():
 
 
 def test_a_rig_that_went_away_during_its_rollback_is_unreachable_with_where_it_stands():
-    rig = RigOutcome("rig01", ok=False, reached=True, failed_task="cuda: Install", message="dpkg")
+    rig = RigOutcome(
+        "rig01",
+        ok=False,
+        reached=True,
+        failed_task="cuda: Install",
+        message="dpkg",
+        record={"state": "stack_installed"},
+    )
     back = play(rig01=RigOutcome("rig01", ok=False, reached=True, unreachable=True, message="gone"))
     res = converted(rig, back, recorded=("restoring", "mining_restore"))
     assert res.outcome == "unreachable"
@@ -128,3 +152,11 @@ def test_a_rig_whose_restore_failed_is_quarantined():
         "rig01": RigOutcome("rig01", ok=False, reached=True, failed_task="restore", message="x")})  # fmt: skip
     res = outcomes.restored("rig01", p, check=False)
     assert (res.outcome, res.state, res.detail) == ("quarantined", "quarantined", "restore: x")
+
+
+def test_a_snapshot_that_fails_changes_nothing_the_rig_keeps_mining():
+    rig = RigOutcome("rig01", ok=False, reached=True, failed_task="mining_snapshot: Take",
+                     message="No space left on device")  # fmt: skip
+    res = converted(rig)
+    assert (res.outcome, res.state) == ("not-started", "mining")
+    assert "before changing the rig: No space left on device; it keeps mining" in res.detail

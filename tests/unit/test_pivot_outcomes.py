@@ -54,7 +54,8 @@ def test_a_rig_the_play_left_half_way_is_rolled_back_not_reported_converted(
                 "rig01": RigOutcome("rig01", reached=True, record={"state": "drained"},
                                     last_task="Install the CUDA toolkit."),
                 "rig02": RigOutcome("rig02", ok=False, reached=True, failed_task="cuda: Install",
-                                    message="dpkg returned an error code (1)"),
+                                    message="dpkg returned an error code (1)",
+                                    record={"state": "stack_installed"}),
             }  # fmt: skip
         else:
             result.status, result.rc = "successful", 0

@@ -53,3 +53,24 @@ def test_mixed_rig_serves_only_its_fit_cards_with_one_engine():
         "rigpivot_plan_model_file": "llama-3.1-8b-q4_k_m.gguf",
         "rigpivot_plan_nvidia_gpus": 2,
     }
+
+
+def test_a_rig_left_mid_conversion_that_no_longer_looks_fit_is_returned_to_mining():
+    """After a driver install, before the reboot, NVML reports a version mismatch and the cards
+    look absent: the rig must not be left drained."""
+    plan = plan_conversion(fleet(half=rig(state="stack_installed"), never=rig()), 5)
+    by = {r.host: r for r in plan.rigs}
+    assert by["half"].action == "return"
+    assert "stopped mid-conversion (recorded state stack_installed)" in by["half"].reason
+    assert by["never"].action == "untouched" and plan.batches == []
+
+
+def test_a_damaged_pivot_record_is_named_and_the_rig_is_not_touched():
+    facts = rig(card("rtx3060"), state="damaged")
+    assert facts.pivot is not None
+    facts.pivot.error = "Expecting value: line 1 column 11"
+    plan = plan_conversion(fleet(broken=facts), 5)
+    assert plan.rigs[0].action == "quarantined" and plan.batches == []
+    assert (
+        "pivot record (/var/lib/rigpivot/state.json) is damaged (Expecting" in plan.rigs[0].reason
+    )

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-# WANT_JSON
 """rig_facts: what a rig is made of, read-only, in one file.
 
-The same file is an Ansible module (old-style WANT_JSON: stdlib only, no AnsibleModule, so
-that it also runs on rigs whose Python lacks Ansible's helpers) and the payload rigpivot's
-preflight pipes to `python3 -` over SSH. It changes nothing on the rig.
+The same file is an Ansible module and the payload rigpivot's preflight pipes to `python3 -`
+over SSH, with the rig-side library (module_utils/rigpivot_rig.py: what a miner is, systemd
+and nvidia-smi readers) inlined in place of its import (toolkit/probe.py builds that payload).
+Piped, it needs nothing but the rig's Python 3.6+. It changes nothing on the rig.
 
 GPUs come from NVML through pynvml when the rig has it, from `nvidia-smi --query-gpu` when
 it does not (or when NVML fails), and from lspci for every card the NVIDIA stack cannot see
@@ -21,9 +21,20 @@ import os
 import platform
 import re
 import shutil
-import subprocess
 import sys
 
+# The probe replaces this import with the library's source (and sets PIPED); keep it one
+# statement.
+from ansible.module_utils.rigpivot_rig import (
+    GPU_CLASSES,
+    find_miners,
+    read,
+    run,
+    smi_query,
+    smi_value,
+)
+
+PIPED = False
 FACTS_VERSION = 1
 SMI_FIELDS = [
     "index",
@@ -46,27 +57,6 @@ SMI_FIELDS = [
     "temperature.gpu",
     "driver_version",
 ]
-# Miner executables as farms run them; matched against the process's program name.
-MINER_NAMES = (
-    "t-rex", "lolminer", "teamredminer", "nbminer", "gminer", "miner", "phoenixminer",
-    "ethminer", "xmrig", "bzminer", "rigel", "srbminer-multi", "trm", "onezerominer",
-)  # fmt: skip
-GPU_CLASSES = ("0300", "0302", "0380")  # VGA, 3D controller (headless mining SKUs), display
-
-
-def _run(cmd, timeout=20):
-    try:
-        # stdout=PIPE rather than capture_output: rigs on old HiveOS images run Python 3.6.
-        p = subprocess.run(
-            cmd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            universal_newlines=True,
-            timeout=timeout,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return 127, "", str(e)
-    return p.returncode, p.stdout, p.stderr
 
 
 def norm_bus_id(bus_id):
@@ -74,20 +64,6 @@ def norm_bus_id(bus_id):
     parts = bus_id.strip().lower().split(":")
     domain = int(parts[0], 16) if len(parts) == 3 else 0
     return "%04x:%s:%s" % (domain, parts[-2][-2:], parts[-1])
-
-
-def _num(value):
-    """nvidia-smi's '[N/A]', '[Not Supported]' and '' are unknowns; numbers become numbers."""
-    value = value.strip()
-    if not value or value.startswith("["):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        try:
-            return float(value)
-        except ValueError:
-            return value
 
 
 def gpus_from_nvml():
@@ -159,24 +135,16 @@ def gpus_from_nvidia_smi():
     if shutil.which("nvidia-smi") is None:
         raise RuntimeError("nvidia-smi not found")
     fields = list(SMI_FIELDS)
-    rc, out, err = _run(
-        ["nvidia-smi", "--query-gpu=" + ",".join(fields), "--format=csv,noheader,nounits"]
-    )
-    if rc != 0 and 'Field "compute_cap"' in out + err:
+    try:
+        rows = smi_query("gpu", fields)
+    except RuntimeError as e:
+        if 'Field "compute_cap"' not in str(e):
+            raise
         # Drivers before the 510 branch cannot report compute capability here.
         fields.remove("compute_cap")
-        rc, out, err = _run(
-            ["nvidia-smi", "--query-gpu=" + ",".join(fields), "--format=csv,noheader,nounits"]
-        )
-    if rc != 0:
-        raise RuntimeError(
-            (out + err).strip().splitlines()[0]
-            if (out + err).strip()
-            else "nvidia-smi exit %d" % rc
-        )
+        rows = smi_query("gpu", fields)
     gpus, driver = [], None
-    for line in out.strip().splitlines():
-        row = dict(zip(fields, [c.strip() for c in line.split(",")]))  # noqa: B905 (3.6)
+    for row in rows:
         driver = row["driver_version"]
         dev_id = int(row["pci.device_id"], 16)
         gpus.append(
@@ -187,24 +155,24 @@ def gpus_from_nvidia_smi():
                 "uuid": row["uuid"],
                 "bus_id": norm_bus_id(row["pci.bus_id"]),
                 "pci_id": "%04x:%04x" % (dev_id & 0xFFFF, dev_id >> 16),
-                "vram_total_mib": _num(row["memory.total"]),
-                "vram_free_mib": _num(row["memory.free"]),
+                "vram_total_mib": smi_value(row["memory.total"]),
+                "vram_free_mib": smi_value(row["memory.free"]),
                 "compute_cap": row.get("compute_cap") or None,
-                "pcie_gen_current": _num(row["pcie.link.gen.current"]),
-                "pcie_gen_max": _num(row["pcie.link.gen.max"]),
-                "pcie_width_current": _num(row["pcie.link.width.current"]),
-                "pcie_width_max": _num(row["pcie.link.width.max"]),
-                "power_limit_w": _num(row["power.limit"]),
-                "power_min_w": _num(row["power.min_limit"]),
-                "power_max_w": _num(row["power.max_limit"]),
-                "power_default_w": _num(row["power.default_limit"]),
+                "pcie_gen_current": smi_value(row["pcie.link.gen.current"]),
+                "pcie_gen_max": smi_value(row["pcie.link.gen.max"]),
+                "pcie_width_current": smi_value(row["pcie.link.width.current"]),
+                "pcie_width_max": smi_value(row["pcie.link.width.max"]),
+                "power_limit_w": smi_value(row["power.limit"]),
+                "power_min_w": smi_value(row["power.min_limit"]),
+                "power_max_w": smi_value(row["power.max_limit"]),
+                "power_default_w": smi_value(row["power.default_limit"]),
                 "vbios": row["vbios_version"] if not row["vbios_version"].startswith("[") else None,
-                "temperature_c": _num(row["temperature.gpu"]),
+                "temperature_c": smi_value(row["temperature.gpu"]),
                 "source": "nvidia-smi",
             }
         )
     cuda = None
-    rc, out, _ = _run(["nvidia-smi"])
+    rc, out, _ = run(["nvidia-smi"])
     m = re.search(r"CUDA Version:\s*([\d.]+)", out)
     if m:
         cuda = m.group(1)
@@ -213,7 +181,7 @@ def gpus_from_nvidia_smi():
 
 def gpus_from_lspci():
     """Every display-class PCI device, as lspci names it."""
-    rc, out, _ = _run(["lspci", "-vmm", "-nn", "-D"])
+    rc, out, _ = run(["lspci", "-vmm", "-nn", "-D"])
     if rc != 0:
         return []
     cards = []
@@ -273,14 +241,6 @@ def gather_gpus(source="auto"):
     }
 
 
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read()
-    except OSError:
-        return None
-
-
 def _kv(text):
     out = {}
     for line in (text or "").splitlines():
@@ -291,15 +251,15 @@ def _kv(text):
 
 
 def gather_host(model_path):
-    mem = _kv(re.sub(r":\s+", "=", _read("/proc/meminfo") or ""))
+    mem = _kv(re.sub(r":\s+", "=", read("/proc/meminfo") or ""))
     ram_kib = int(mem.get("MemTotal", "0 kB").split()[0])
     probe = model_path
     while probe and not os.path.exists(probe):
         probe = os.path.dirname(probe)
     disk = shutil.disk_usage(probe or "/")
-    cpuinfo = _read("/proc/cpuinfo") or ""
+    cpuinfo = read("/proc/cpuinfo") or ""
     m = re.search(r"^model name\s*:\s*(.+)$", cpuinfo, re.M)
-    osr = _kv(_read("/etc/os-release"))
+    osr = _kv(read("/etc/os-release"))
     return {
         "hostname": platform.node(),
         "ram_mib": ram_kib // 1024,
@@ -330,36 +290,15 @@ def _secure_boot():
     return "unknown"
 
 
-def _unit_of(pid):
-    for line in (_read("/proc/%s/cgroup" % pid) or "").splitlines():
-        m = re.search(r"/([^/]+\.service)", line)
-        if m:
-            return m.group(1)
-    return None
-
-
 def gather_mining():
-    miners = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        raw = _read("/proc/%s/cmdline" % pid)
-        if not raw:
-            continue
-        argv = raw.split("\0")
-        # Interpreted miners (and wrappers) show the script as argv[1].
-        names = [os.path.basename(a).lower() for a in argv[:2] if a]
-        hit = next((nm for nm in names if nm in MINER_NAMES), None)
-        if hit:
-            miners.append(
-                {
-                    "name": hit,
-                    "pid": int(pid),
-                    "exe": argv[0] if names[0] == hit else argv[1],
-                    "unit": _unit_of(pid),
-                }
-            )
+    # The one definition of a miner, the drain's and the snapshot's too.
+    miners = [
+        {"name": m["name"], "pid": m["pid"], "exe": m["exe"], "unit": m["unit"]}
+        for m in find_miners()["miners"]
+    ]
     hive = None
     if os.path.exists("/hive-config/rig.conf"):
-        conf = _kv(_read("/hive-config/rig.conf"))
+        conf = _kv(read("/hive-config/rig.conf"))
         # rig.conf also holds RIG_PASSWD and FARM_HASH: only harmless keys are copied out.
         hive = {
             k.lower(): conf.get(k) for k in ("WORKER_NAME", "MINER", "MAINTENANCE", "WD_ENABLED")
@@ -377,8 +316,14 @@ def gather_pivot(path="/var/lib/rigpivot/state.json"):
     try:
         with open(path) as f:
             record = json.load(f)
-    except (OSError, ValueError):
+    except OSError:
         return None
+    except ValueError as e:
+        # Truncated or corrupt (a power cut mid-write on an old rig, a hand edit): never read as
+        # "never converted", which would let a half-converted rig be planned from scratch.
+        return {"state": "damaged", "step": None, "snapshot_id": None, "error": str(e)}
+    if not isinstance(record, dict):
+        return {"state": "damaged", "step": None, "snapshot_id": None, "error": "not an object"}
     facts = record.get("facts") or {}
     return {
         "state": record.get("state"),
@@ -397,25 +342,28 @@ def gather(gpu_source="auto", model_path="/var/lib/rigpivot"):
 
 
 def main():
+    if not PIPED:
+        from ansible.module_utils.basic import AnsibleModule
+
+        module = AnsibleModule(
+            argument_spec=dict(
+                gpu_source=dict(type="str", default="auto", choices=["auto", "nvml", "nvidia-smi"]),
+                model_path=dict(type="path", default="/var/lib/rigpivot"),
+            ),
+            supports_check_mode=True,
+        )
+        facts = gather(module.params["gpu_source"], module.params["model_path"])
+        module.exit_json(changed=False, ansible_facts={"rig_facts": facts})
     args = {}
-    ansible = len(sys.argv) == 2 and os.path.isfile(sys.argv[1])
-    if ansible:
-        with open(sys.argv[1]) as f:
-            args = json.load(f)
-    else:
-        for a in sys.argv[1:]:
-            if a.startswith("--") and "=" in a:
-                k, v = a[2:].split("=", 1)
-                args[k.replace("-", "_")] = v
+    for a in sys.argv[1:]:
+        if a.startswith("--") and "=" in a:
+            k, v = a[2:].split("=", 1)
+            args[k.replace("-", "_")] = v
     source = args.get("gpu_source", "auto")
     if source not in ("auto", "nvml", "nvidia-smi"):
         print(json.dumps({"failed": True, "msg": "gpu_source must be auto, nvml or nvidia-smi"}))
         sys.exit(1)
-    facts = gather(source, args.get("model_path") or "/var/lib/rigpivot")
-    if ansible:
-        print(json.dumps({"changed": False, "ansible_facts": {"rig_facts": facts}}))
-    else:
-        print(json.dumps(facts))
+    print(json.dumps(gather(source, args.get("model_path") or "/var/lib/rigpivot")))
 
 
 if __name__ == "__main__":

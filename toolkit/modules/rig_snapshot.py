@@ -1,10 +1,12 @@
 #!/usr/bin/python3
-"""rig_snapshot: copy everything rollback needs into /var/lib/rigpivot/snapshots/<id>/, once.
+"""rig_snapshot: copy everything rollback needs into /var/lib/rigpivot/snapshots/<id>/.
 
-Layout and manifest: docs/roles.md ("The snapshot on the rig"). The snapshot is written to a
-temporary directory and renamed into place, so a rig that loses power mid-snapshot has either
-a whole snapshot or none. An existing snapshot is reused and never overwritten: the first one
-holds the rig as the operator left it.
+Layout and manifest: docs/roles.md ("The snapshot on the rig"). One snapshot per conversion,
+taken as the rig is when the conversion starts: operators change rigs between cycles, and an
+old snapshot would put back old wallets and drop their new files. A conversion that resumes
+passes its own snapshot's id (`reuse`), which is then reused, never overwritten. The snapshot
+is written to a temporary directory and renamed into place, so a rig that loses power
+mid-snapshot has either a whole snapshot or none.
 """
 
 DOCUMENTATION = r"""
@@ -27,6 +29,10 @@ options:
   package_patterns: {type: list, elements: str, default: [], description: dpkg-query patterns.}
   platform: {type: str, default: none, description: hiveos, linux or none (from rig_facts).}
   miners: {type: list, elements: dict, default: [], description: Miner processes (rig_facts).}
+  reuse:
+    type: str
+    default: ""
+    description: The id of the snapshot the conversion in progress took; reused when whole.
 """
 
 import datetime
@@ -38,10 +44,12 @@ import json
 import os
 import pwd
 import shutil
+import stat
 import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.rigpivot_rig import exec_paths, smi_query, smi_value, unit_show
 
 # Unit files under these belong to packages (HiveOS's own or Debian's): not operator config.
 PACKAGE_UNIT_DIRS = ("/lib/systemd/", "/usr/lib/systemd/")
@@ -62,48 +70,59 @@ def sha256(path):
 
 
 def unit_info(unit):
-    rc, out = run(
-        ["systemctl", "show", "-p", "UnitFileState,ActiveState,FragmentPath,ExecStart", unit]
-    )
-    props = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    scripts = []
-    for token in props.get("ExecStart", "").split():
-        if token.startswith("path="):
-            scripts.append(token[5:].rstrip(";"))
+    props = unit_show(unit, ["UnitFileState", "ActiveState", "FragmentPath", "ExecStart"])
     return (
         {
             "enabled": props.get("UnitFileState") or "unknown",
             "active": props.get("ActiveState") == "active",
         },
         props.get("FragmentPath") or "",
-        scripts,
+        exec_paths(props.get("ExecStart", "")),
     )
 
 
 def power_state():
+    """Each card's power limit and persistence mode; a limit nvidia-smi reads as [N/A] (cards
+    without power management) is recorded as unknown (None), and restored as nothing."""
     if not shutil.which("nvidia-smi"):
         return []
-    rc, out = run(
-        [
-            "nvidia-smi",
-            "--query-gpu=index,power.limit,persistence_mode",
-            "--format=csv,noheader,nounits",
-        ]
-    )
-    if rc != 0:
+    try:
+        rows = smi_query("gpu", ["index", "power.limit", "persistence_mode"])
+    except RuntimeError:
         return []
-    rows = []
-    for line in out.strip().splitlines():
-        idx, limit, pm = [c.strip() for c in line.split(",")]
-        rows.append({"index": int(idx), "limit_w": float(limit), "persistence": pm == "Enabled"})
-    return rows
+    return [
+        {
+            "index": int(r["index"]),
+            "limit_w": smi_value(r["power.limit"]) if r["power.limit"] else None,
+            "persistence": r["persistence_mode"] == "Enabled",
+        }
+        for r in rows
+        if r["index"].isdigit()
+    ]
 
 
 def driver_version():
     if not shutil.which("nvidia-smi"):
         return None
-    rc, out = run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"])
-    return out.strip().splitlines()[0] if rc == 0 and out.strip() else None
+    try:
+        rows = smi_query("gpu", ["driver_version"])
+    except RuntimeError:
+        return None
+    return rows[0]["driver_version"] if rows else None
+
+
+def owner_names(st):
+    """Owner and group by name, or by number where the rig has no name for them (miners
+    unpacked from tarballs keep the packer's uid)."""
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return owner, group
 
 
 def packages(patterns):
@@ -126,10 +145,13 @@ def collect_files(params, units):
     for pattern in params["paths"]:
         files.update(p for p in glob.glob(pattern) if os.path.isfile(p))
     for d in params["dirs"]:
-        for base, _, names in os.walk(d):
-            files.update(
-                os.path.join(base, n) for n in names if os.path.isfile(os.path.join(base, n))
-            )
+        for base, subdirs, names in os.walk(d):
+            # os.walk lists a symlink to a directory among the directories and does not follow
+            # it: it is kept as the link it is, like a link to a file or a dangling one.
+            for n in names + subdirs:
+                path = os.path.join(base, n)
+                if os.path.islink(path) or os.path.isfile(path):
+                    files.add(path)
     unit_state = {}
     for unit in units:
         info, fragment, scripts = unit_info(unit)
@@ -155,16 +177,24 @@ def take(params, units, snap_dir):
         dest = os.path.join(snap_dir, "files", path.lstrip("/"))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         if os.path.islink(path):
-            # HiveOS links /etc/environment into /hive/etc: restore a link, not a copy.
+            # HiveOS links /etc/environment into /hive/etc: restore a link, not a copy. A link
+            # to a directory or to nothing is a link too.
             os.symlink(os.readlink(path), dest)
-            manifest_files[path] = {"link": os.readlink(path), "sha256": sha256(path)}
+            target_is_file = os.path.isfile(path)
+            manifest_files[path] = {
+                "link": os.readlink(path),
+                "sha256": sha256(path) if target_is_file else None,
+            }
+            continue
+        if not stat.S_ISREG(st.st_mode):
             continue
         shutil.copy2(path, dest)
+        owner, group = owner_names(st)
         manifest_files[path] = {
             "sha256": sha256(path),
             "mode": "%04o" % (st.st_mode & 0o7777),
-            "owner": pwd.getpwuid(st.st_uid).pw_name,
-            "group": grp.getgrgid(st.st_gid).gr_name,
+            "owner": owner,
+            "group": group,
         }
     pkgs, held = packages(params["package_patterns"])
     if shutil.which("nft"):
@@ -196,23 +226,26 @@ def main():
             package_patterns=dict(type="list", elements="str", default=[]),
             platform=dict(type="str", default="none"),
             miners=dict(type="list", elements="dict", default=[]),
+            reuse=dict(type="str", default=""),
         ),
         supports_check_mode=True,
     )
     p = module.params
     latest = os.path.join(p["root"], "latest")
-    manifest_path = os.path.join(latest, "manifest.json")
-    if os.path.isfile(manifest_path):
+    manifest_path = os.path.join(p["root"], p["reuse"], "manifest.json") if p["reuse"] else ""
+    if manifest_path and os.path.isfile(manifest_path):
         with open(manifest_path) as f:
             manifest = json.load(f)
         module.exit_json(
             changed=False,
             snapshot_id=manifest["id"],
-            path=os.path.realpath(latest),
+            path=os.path.dirname(manifest_path),
             manifest=manifest,
         )
     units = sorted(set(p["units"]) | {m["unit"] for m in p["miners"] if m.get("unit")})
     snap_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    if os.path.lexists(os.path.join(p["root"], snap_id)):  # two conversions in one second
+        snap_id += "-%d" % os.getpid()
     if module.check_mode:
         files, unit_state = collect_files(p, units)
         module.exit_json(changed=True, snapshot_id=snap_id, would_copy=files, units=unit_state)

@@ -5,6 +5,12 @@ Convert moves a rig forward through the states below; a step that already happen
 undone by re-running an earlier step (so a second `convert` changes nothing), except with
 force=true, which rollback uses to put the rig back to `mining` or `quarantined`, and to mark
 it `restoring` while it works (so a rollback cut short is recorded as such).
+
+The record is also the conversion's ledger: a step names the paths it is about to create
+(`created`) before it creates them, and those that do not exist yet are kept in the record's
+`created` list. Rollback removes exactly those (and restores what the snapshot holds), so it
+never deletes a file the operator made. `retire` ends a conversion: its snapshot id moves to
+`retired_snapshots` (never restored again) and the ledger is emptied.
 """
 
 DOCUMENTATION = r"""
@@ -25,6 +31,15 @@ options:
     default: {}
   force:
     description: Allow moving to an earlier state (rollback, quarantine).
+    type: bool
+    default: false
+  created:
+    description: Paths the step is about to create; those missing now join the ledger.
+    type: list
+    elements: str
+    default: []
+  retire:
+    description: End the conversion (with rollback's state mining) - retire its snapshot, empty the ledger.
     type: bool
     default: false
   path:
@@ -54,6 +69,8 @@ def main():
             step=dict(type="str", required=True),
             facts=dict(type="dict", default={}),
             force=dict(type="bool", default=False),
+            created=dict(type="list", elements="str", default=[]),
+            retire=dict(type="bool", default=False),
             path=dict(type="path", default="/var/lib/rigpivot/state.json"),
         ),
         supports_check_mode=True,
@@ -65,7 +82,13 @@ def main():
     except FileNotFoundError:
         before = {"state": "mining", "step": None, "facts": {}, "history": []}
     except ValueError as e:
-        module.fail_json(msg="%s is not valid JSON (%s); fix or remove it" % (p["path"], e))
+        module.fail_json(
+            msg="%s is not valid JSON (%s): the rig's pivot record is damaged; `rigpivot rollback` "
+            "restores from the controller's copy of the snapshot, or move the file away once "
+            "the rig is known to be mining" % (p["path"], e)
+        )
+    if not isinstance(before, dict):
+        module.fail_json(msg="%s does not hold a pivot record (a JSON object)" % p["path"])
 
     after = json.loads(json.dumps(before))
     moved = False
@@ -75,8 +98,24 @@ def main():
         after["state"], after["step"], moved = wanted, p["step"], True
     merged = dict(before.get("facts") or {})
     merged.update(p["facts"])
+    ledger = list(before.get("created") or [])
+    ledger += [c for c in p["created"] if c not in ledger and not os.path.lexists(c)]
+    if p["retire"]:
+        # The conversion's facts (drained units, ports, versions) end with it: the next
+        # conversion records its own. What stays is which snapshots were restored.
+        retired = list(merged.get("retired_snapshots") or [])
+        if merged.get("snapshot_id") and merged["snapshot_id"] not in retired:
+            retired.append(merged["snapshot_id"])
+        merged = dict(p["facts"], retired_snapshots=retired, snapshot_id=None)
+        ledger = []
     after["facts"] = merged
-    changed = moved or merged != (before.get("facts") or {})
+    if ledger or "created" in before:
+        after["created"] = ledger
+    changed = (
+        moved
+        or merged != (before.get("facts") or {})
+        or ledger != list(before.get("created") or [])
+    )
     if changed:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         after["updated"] = now

@@ -1,0 +1,64 @@
+"""The pivot record (toolkit/modules/rig_state.py) as its conversion's ledger, run through
+Ansible on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rig_state(record: Path, **args: object) -> dict[str, object]:
+    env = dict(
+        os.environ,
+        ANSIBLE_LIBRARY=str(REPO / "toolkit" / "modules"),
+        ANSIBLE_MODULE_UTILS=str(REPO / "toolkit" / "module_utils"),
+        ANSIBLE_LOCALHOST_WARNING="False",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="True",
+    )
+    play = record.parent / "play.yml"
+    task = {"rig_state": {"path": str(record), "step": "test", **args}}
+    play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False,
+                                 "tasks": [task | {"register": "r"}]}]))  # fmt: skip
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,",
+         str(play)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return dict(result)
+
+
+def test_the_ledger_keeps_only_paths_that_did_not_exist_and_never_forgets_one(tmp_path: Path):
+    record = tmp_path / "state.json"
+    mine, operators = tmp_path / "rigpivot-nvidia.list", tmp_path / "operator.conf"
+    operators.write_text("x\n")
+    r = rig_state(record, created=[str(mine), str(operators)])
+    assert r["changed"] and r["record"]["created"] == [str(mine)]
+    mine.write_text("deb ...\n")  # the step creates it; a re-run must still list it
+    r = rig_state(record, created=[str(mine)])
+    assert not r["changed"] and json.loads(record.read_text())["created"] == [str(mine)]
+
+
+def test_rollback_retires_the_snapshot_and_empties_the_ledger(tmp_path: Path):
+    record = tmp_path / "state.json"
+    rig_state(record, state="snapshotted", created=[str(tmp_path / "a")],
+              facts={"snapshot_id": "20261201T000000Z", "drained_units": ["lolminer.service"]})  # fmt: skip
+    r = rig_state(record, state="mining", force=True, retire=True)
+    rec = json.loads(record.read_text())
+    assert r["changed"] and rec["state"] == "mining" and rec["created"] == []
+    assert rec["facts"] == {"snapshot_id": None, "retired_snapshots": ["20261201T000000Z"]}
+
+
+def test_a_damaged_record_is_named_not_read_as_never_converted(tmp_path: Path):
+    record = tmp_path / "state.json"
+    record.write_text('{"state": "dra')  # a power cut mid-write
+    r = rig_state(record, state="drained")
+    assert r.get("failed") and "is not valid JSON" in str(r["msg"])
+    assert record.read_text() == '{"state": "dra'  # nothing half-changed

@@ -1,0 +1,214 @@
+"""What rigpivot knows about a rig from the inside, shared by every rig-side module.
+
+One definition of a miner (`MINER_NAMES`, `find_miners`), one reader of systemd's unit
+properties (`unit_show`), one nvidia-smi reader (`smi_query`, `smi_value`), one list of the PCI
+classes a GPU shows as (`GPU_CLASSES`). Ansible ships this file with each module that imports
+it (module_utils); preflight's probe inlines it into the rig_facts payload it pipes to
+`python3 -` (toolkit/probe.py). Standard library only, and Python 3.6 syntax: old HiveOS
+images run Python 3.6.
+"""
+
+import fnmatch
+import os
+import re
+import subprocess
+import time
+
+# Miner programs as farms run them, matched case-insensitively against a process's program
+# name (comm, argv[0]) and, for interpreted miners and wrapper scripts, argv[1]. A process
+# that holds a GPU in nvidia-smi's compute apps is a miner too, whatever its name, unless its
+# unit is one of the never-miners below.
+MINER_NAMES = (
+    "t-rex", "lolminer", "teamredminer", "trm", "nbminer", "gminer", "phoenixminer",
+    "ethminer", "xmrig", "bzminer", "rigel", "srbminer-multi", "onezerominer", "nanominer",
+    "excavator", "wildrig-multi",
+)  # fmt: skip
+# Units whose processes are never miners, even on a GPU: HiveOS's USB watchdog pinger (the
+# board resets the rig when its pings stop), the lab's simulated hardware, and rigpivot's own
+# inference stack (a second convert must not stop what the first installed).
+NEVER_MINER_UNITS = ("hive-usbwd.service", "lab-*", "rigpivot-*")
+# Units that host more than a miner and are never stopped: on a rig without logind every shell
+# started over SSH lives in ssh.service, every cron job in cron.service. A miner found in one
+# is handled as a miner without a unit.
+SHARED_UNITS = (
+    "ssh.service", "sshd.service", "cron.service", "crond.service", "getty@*.service",
+    "serial-getty@*.service", "console-getty.service", "user@*.service",
+)  # fmt: skip
+# PCI classes a GPU shows as: VGA, 3D controller (headless mining SKUs), display controller.
+GPU_CLASSES = ("0300", "0302", "0380")
+NVIDIA_VENDOR = "10de"
+
+
+def run(cmd, timeout=30):
+    """(rc, stdout, stderr); rc 127 when the program is missing or timed out."""
+    try:
+        # stdout=PIPE rather than capture_output: Python 3.6.
+        p = subprocess.run(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            universal_newlines=True,
+            timeout=timeout,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return 127, "", str(e)
+    return p.returncode, p.stdout, p.stderr
+
+
+def read(path, mode="r"):
+    try:
+        with open(path, mode) as f:
+            return f.read()
+    except (OSError, ValueError):
+        return None
+
+
+# -- systemd -------------------------------------------------------------------------------
+
+
+def unit_show(unit, props, retries=3):
+    """The unit's properties as systemctl show reports them ({} when systemctl cannot tell).
+    systemd answers empty values while it reloads its units: asked again, up to `retries`."""
+    for attempt in range(retries):
+        rc, out, _ = run(["systemctl", "show", "-p", ",".join(props), unit])
+        found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+        if rc == 0 and any(found.get(p) for p in props):
+            return found
+        if attempt + 1 < retries:
+            time.sleep(1)
+    return {}
+
+
+def exec_paths(exec_start):
+    """The programs an ExecStart property runs (`{ path=/opt/x ; argv[]=... }`)."""
+    return [t[5:].rstrip(";") for t in exec_start.split() if t.startswith("path=")]
+
+
+def unit_of(pid):
+    """The system unit running pid, or None (a login session, a user manager, a shell)."""
+    for line in (read("/proc/%s/cgroup" % pid) or "").splitlines():
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers not in ("", "name=systemd"):
+            continue
+        m = re.match(r"^/system\.slice/(?:.*/)?([^/]+\.service)$", path.strip())
+        if m:
+            return m.group(1)
+    return None
+
+
+# -- nvidia-smi ----------------------------------------------------------------------------
+
+
+def smi_value(value):
+    """nvidia-smi's '[N/A]', '[Not Supported]' and '' are unknowns; numbers become numbers."""
+    value = value.strip()
+    if not value or value.startswith("["):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        try:
+            return float(value)
+        except ValueError:
+            return value
+
+
+def smi_query(kind, fields, timeout=30):
+    """nvidia-smi --query-<kind>=fields as a list of {field: raw text} rows.
+    Raises RuntimeError with nvidia-smi's first line when it fails (no driver, a version
+    mismatch after an upgrade)."""
+    rc, out, err = run(
+        ["nvidia-smi", "--query-%s=%s" % (kind, ",".join(fields)), "--format=csv,noheader,nounits"],
+        timeout=timeout,
+    )
+    if rc != 0:
+        text = (out + err).strip()
+        raise RuntimeError(text.splitlines()[0] if text else "nvidia-smi exit %d" % rc)
+    rows = []
+    for line in out.strip().splitlines():
+        cells = [c.strip() for c in line.split(",")]
+        if len(cells) == len(fields):
+            rows.append(dict(zip(fields, cells)))  # noqa: B905 (3.6)
+    return rows
+
+
+def gpu_compute_pids():
+    """Pids nvidia-smi lists as compute apps, and what nvidia-smi said ('ok', or why not)."""
+    try:
+        rows = smi_query("compute-apps", ["pid", "process_name"])
+    except RuntimeError as e:
+        # "Driver/library version mismatch" after a driver upgrade: names still find miners.
+        return set(), "failed: %s" % e
+    return {int(r["pid"]) for r in rows if r["pid"].isdigit()}, "ok"
+
+
+# -- miners --------------------------------------------------------------------------------
+
+
+def program_names(pid):
+    names = set()  # type: set[str]
+    raw = read("/proc/%s/cmdline" % pid, "rb")
+    if raw:
+        argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+        # Interpreted miners and wrappers show the miner as argv[1] (python3 ./lolMiner).
+        names.update(os.path.basename(a).lower() for a in argv[:2])
+    comm = read("/proc/%s/comm" % pid)
+    if comm:
+        names.add(comm.strip().lower())
+    return names
+
+
+def _exe(pid, name):
+    raw = read("/proc/%s/cmdline" % pid, "rb") or b""
+    argv = [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+    for a in argv[:2]:
+        if os.path.basename(a).lower() == name:
+            return a
+    return argv[0] if argv else ""
+
+
+def find_miners(
+    names=MINER_NAMES, never_units=NEVER_MINER_UNITS, shared_units=SHARED_UNITS, use_gpu=True
+):
+    """The rig's miners, by what they are rather than what their unit is called.
+
+    Returns {"miners": [...], "ignored": [...], "units": [unit names], "orphans": [pids],
+    "shared": [units hosting a miner that are never stopped], "nvidia_smi": "ok" | why not}.
+    Each miner: pid, name, exe, unit (None when it has none or lives in a shared unit), host
+    (the unit it lives in), by (name and/or gpu)."""
+    wanted = {n.lower() for n in names}
+    on_gpu, smi = gpu_compute_pids() if use_gpu else (set(), "not asked")
+    skip = {os.getpid(), os.getppid()}
+    miners, ignored = [], []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in skip:
+            continue
+        pid = int(entry)
+        hits = sorted(program_names(pid) & wanted)
+        if not hits and pid not in on_gpu:
+            continue
+        unit = unit_of(pid)
+        name = hits[0] if hits else (read("/proc/%s/comm" % pid) or "?").strip()
+        found = {
+            "pid": pid,
+            "name": name,
+            "exe": _exe(pid, name),
+            "unit": unit,
+            "host": unit,
+            "by": (["name"] if hits else []) + (["gpu"] if pid in on_gpu else []),
+        }
+        if unit and any(fnmatch.fnmatch(unit, p) for p in never_units):
+            ignored.append(found)
+            continue
+        if unit and any(fnmatch.fnmatch(unit, p) for p in shared_units):
+            found["unit"] = None
+        if read("/proc/%s/cmdline" % pid) is not None:  # still there (not a race)
+            miners.append(found)
+    return {
+        "nvidia_smi": smi,
+        "miners": miners,
+        "ignored": ignored,
+        "units": sorted({m["unit"] for m in miners if m["unit"]}),
+        "orphans": sorted(m["pid"] for m in miners if not m["unit"]),
+        "shared": sorted({m["host"] for m in miners if m["host"] and not m["unit"]}),
+    }

@@ -1,0 +1,41 @@
+#!/usr/bin/python3
+"""rig_miners: find the rig's miners by what they are, not by what their unit is called.
+
+Read-only. The definition of a miner is module_utils/rigpivot_rig.py's, the one preflight's
+probe and the snapshot use too: a process whose program name is a known miner's, or one that
+holds a GPU in nvidia-smi's compute apps. Each is mapped to the systemd unit that runs it (its
+cgroup), so the drain can stop and disable the unit rather than kill a process a Restart=
+brings back.
+"""
+
+DOCUMENTATION = r"""
+module: rig_miners
+short_description: Find a rig's miners (by program name and GPU use) and the units running them.
+options: {}
+"""
+
+RETURN = r"""
+miners: {description: Every miner process (pid, name, exe, unit, host, by), type: list}
+units: {description: Units running miners, with their unit file state, type: list}
+orphans: {description: Pids of miners without a unit of their own, type: list}
+shared: {description: Units that host a miner but are never stopped (ssh, cron), type: list}
+ignored: {description: GPU processes of never-miner units (USB watchdog, rigpivot's engine), type: list}
+nvidia_smi: {description: ok, or why nvidia-smi could not list compute apps, type: str}
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.rigpivot_rig import find_miners, unit_show
+
+
+def main():
+    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    found = find_miners()
+    found["units"] = [
+        {"unit": u, "file_state": unit_show(u, ["UnitFileState"]).get("UnitFileState", "")}
+        for u in found["units"]
+    ]
+    module.exit_json(changed=False, **found)
+
+
+if __name__ == "__main__":
+    main()
