@@ -30,11 +30,12 @@ import yaml
 from pydantic import BaseModel
 
 from toolkit.errors import BadInputError, RigpivotError
+from toolkit.hostkeys import ssh_vars as _ssh_vars
 from toolkit.inventory import Host
 from toolkit.models import FleetReport
 from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import check_farm, judge_fleet
-from toolkit.probe import ProbeOptions, ansible_host_key_args, known_hosts_for, probe_fleet
+from toolkit.probe import ProbeOptions, probe_fleet
 from toolkit.report import run_html
 from toolkit.rolevars import check_convert_vars
 from toolkit.runner import PlayResult, RigOutcome, TaskEvent, run_playbook
@@ -189,17 +190,6 @@ def _stored_snapshot(
         for chunk in iter(lambda: fh.read(1 << 16), b""):
             digest.update(chunk)
     return SnapshotRef(id=str(snapshot_id), sha256=digest.hexdigest())
-
-
-def _ssh_vars(host: Host, probe: ProbeOptions | None) -> dict[str, str]:
-    """Ansible checks the rig's key against the known_hosts preflight checked it against,
-    strictly. Appended to the farm's own extra args (OpenSSH keeps an option's first value, so
-    the farm file's own known_hosts, if it names one, still wins)."""
-    kh = known_hosts_for(host, probe or ProbeOptions())
-    if kh is None:
-        return {}
-    own = str(host.vars.get("ansible_ssh_extra_args") or "")
-    return {"ansible_ssh_extra_args": f"{own} {ansible_host_key_args(kh.resolve())}".strip()}
 
 
 def _endpoints(address: str, ports: list[int]) -> list[str]:
