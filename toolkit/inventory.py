@@ -1,9 +1,12 @@
-"""Read an Ansible INI inventory the way Ansible does, with errors that name file and line.
+"""The farm file, read by Ansible's own inventory machinery, with errors that name file and line.
 
-Supported: `[group]`, `[group:vars]`, `[group:children]`, host lines with `key=value` vars,
-host ranges (`rig[01:40]`), comments, and YAML `group_vars/` and `host_vars/` beside the
-inventory. Ansible itself reads the same file when the roles run; this reader exists so that
-preflight can refuse a bad farm file before anything is probed, and say exactly where.
+Ansible's inventory plugins (INI or YAML), its `group_vars/` and `host_vars/` beside the
+inventory, host ranges (`rig[01:40]`) and variable precedence decide every value here: what
+rigpivot checks is exactly what the roles will get (`ansible-inventory --host` prints the
+same). An INI value is not YAML to Ansible: `x=[a,b]` is the string "[a,b]" and `x=false`
+the string "false". This module only adds what Ansible does not say: where each value was
+set (file and line), and a refusal of the mistakes Ansible passes over in silence (a host
+range that runs backwards, one rig listed twice with variables).
 """
 
 from __future__ import annotations
@@ -11,17 +14,13 @@ from __future__ import annotations
 import difflib
 import re
 import shlex
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from toolkit.errors import BadInputError
-
-_SECTION = re.compile(r"^\[([^\]\s:]+)(?::(vars|children))?\]\s*$")
-_RANGE = re.compile(r"\[([0-9a-z]+):([0-9a-z]+)\]")
-_NAME = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+$")
 
 
 @dataclass
@@ -88,62 +87,16 @@ class Inventory:
         return [n for n in self.hosts if rx.match(n)]
 
 
-def _expand(name: str, where: str) -> list[str]:
-    m = _RANGE.search(name)
-    if not m:
-        return [name]
-    lo, hi = m.group(1), m.group(2)
-    head, tail = name[: m.start()], name[m.end() :]
-    if lo.isdigit() and hi.isdigit():
-        width = len(lo) if lo.startswith("0") else 0
-        if int(lo) > int(hi):
-            raise BadInputError(
-                f"{where}: host range {m.group(0)} runs backwards; write it low to high "
-                f"([{hi}:{lo}])"
-            )
-        items = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
-    elif len(lo) == len(hi) == 1 and lo.isalpha():
-        items = [chr(c) for c in range(ord(lo), ord(hi) + 1)]
-    else:
-        raise BadInputError(
-            f"{where}: cannot read host range {m.group(0)}; "
-            "use [01:40] (numbers) or [a:f] (letters)"
-        )
-    return [n for i in items for n in _expand(head + i + tail, where)]
-
-
-def _value(raw: str) -> Any:
-    """INI values are YAML-ish scalars for Ansible (`true`, `3`, `[a, b]`)."""
-    try:
-        return yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError:
-        return raw
-
-
-def _kv_pairs(tokens: list[str], where: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for tok in tokens:
-        if "=" not in tok:
-            raise BadInputError(
-                f"{where}: expected key=value, found {tok!r}; variables after a host name "
-                "(or under [group:vars]) are written key=value"
-            )
-        k, v = tok.split("=", 1)
-        if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
-            raise BadInputError(
-                f"{where}: {k!r} is not a valid variable name; use letters, digits and _, "
-                "not starting with a digit"
-            )
-        out[k] = _value(v)
-    return out
+def is_yaml_source(path: Path) -> bool:
+    return path.suffix in (".yml", ".yaml", ".json")
 
 
 def load_inventory(path: Path) -> Inventory:
     if not path.exists():
         raise BadInputError(
-            f"inventory {path} does not exist: pass the farm's Ansible INI inventory with "
-            "--inventory (inventories/example/farm.ini shows the format; `rigpivot lab up` "
-            "writes the lab's)"
+            f"inventory {path} does not exist: pass the farm's Ansible INI inventory (or a YAML "
+            "one) with --inventory (inventories/example/farm.ini shows the format; "
+            "`rigpivot lab up` writes the lab's)"
         )
     if path.is_dir():
         raise BadInputError(
@@ -154,126 +107,266 @@ def load_inventory(path: Path) -> Inventory:
     except (OSError, UnicodeDecodeError) as e:
         raise BadInputError(f"inventory {path}: cannot read it: {e}") from e
 
+    _refuse_unreadable(path, text)
+    index = _IniIndex.scan(path, text) if not is_yaml_source(path) else None
+    if index:
+        index.refuse_silent_mistakes()
+
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    loader = DataLoader()
+    manager = _manager(loader, path)
+    variables = VariableManager(loader=loader, inventory=manager)
     hosts: dict[str, Host] = {}
-    direct: dict[str, list[str]] = {}
-    children: dict[str, list[str]] = {}
-    group_vars: dict[str, dict[str, tuple[Any, str]]] = {}
-    section, kind = "ungrouped", ""
-    for n, line in enumerate(text.splitlines(), 1):
-        where = f"{path}:{n}"
-        s = line.strip()
-        if not s or s.startswith(("#", ";")):
-            continue
-        if s.startswith("["):
-            m = _SECTION.match(s)
-            if not m:
-                raise BadInputError(
-                    f"{where}: cannot read section header {s!r}; a section is [group], "
-                    "[group:vars] or [group:children]"
-                )
-            section, kind = m.group(1), m.group(2) or ""
-            if kind == "children":
-                children.setdefault(section, [])
-            elif kind == "":
-                direct.setdefault(section, [])
-            continue
-        try:
-            tokens = shlex.split(s, comments=True)
-        except ValueError as e:
-            raise BadInputError(
-                f"{where}: {e} in {s!r}; close the quote (or escape it with a backslash)"
-            ) from e
-        if kind == "vars":
-            for k, v in _kv_pairs(tokens, where).items():
-                group_vars.setdefault(section, {})[k] = (v, where)
-        elif kind == "children":
-            children[section].append(tokens[0])
-        else:
-            if not _NAME.match(tokens[0]):
-                raise BadInputError(
-                    f"{where}: {tokens[0]!r} is not a valid host name; a host line starts with "
-                    "the rig's name (letters, digits, . - _), then key=value variables"
-                )
-            hvars = _kv_pairs(tokens[1:], where)
-            for name in _expand(tokens[0], where):
-                host = hosts.get(name)
-                if host is None:
-                    host = hosts[name] = Host(name=name, line=where)
-                elif name in direct.get(section, []) or (hvars and host.vars):
-                    raise BadInputError(
-                        f"{where}: host {name} is listed again (first at {host.line}); "
-                        "list each rig once and put shared settings in group vars"
-                    )
-                direct.setdefault(section, []).append(name)
-                for k, v in hvars.items():
-                    host.vars[k], host.origin[k] = v, where
-
-    for g, kids in children.items():
-        for kid in kids:
-            if kid not in direct and kid not in children:
-                raise BadInputError(
-                    f"{path}: group {g!r} lists unknown child group {kid!r}; add a [{kid}] "
-                    f"section with its hosts, or remove it from [{g}:children]"
-                )
-
-    def members(g: str, seen: tuple[str, ...] = ()) -> list[str]:
-        if g in seen:
-            raise BadInputError(
-                f"{path}: group {g!r} is its own descendant; remove the loop from the "
-                "[…:children] sections"
+    for h in manager.get_hosts("all"):
+        name = str(h.name)
+        raw = _ansible_host_vars(variables.get_vars(host=h, include_hostvars=False, stage="all"))
+        host = Host(name=name, groups=[str(g.name) for g in h.get_groups() if g.name != "all"])
+        host.vars = {str(k): _plain(v) for k, v in raw.items()}
+        ordered = [str(g.name) for g in sorted(h.get_groups(), key=_precedence, reverse=True)]
+        for var, value in raw.items():
+            host.origin[str(var)] = _origin(value) or _scan_origin(
+                path, text, index, name, ordered, str(var)
             )
-        out = list(direct.get(g, []))
-        for kid in children.get(g, []):
-            out += [h for h in members(kid, (*seen, g)) if h not in out]
-        return out
-
-    groups = {g: members(g) for g in {*direct, *children}}
-    groups["all"] = list(hosts)
-
-    # Depth of each group below `all`: deeper groups' vars win, as in Ansible.
-    def depth(g: str) -> int:
-        parents = [p for p, kids in children.items() if g in kids]
-        return 1 + max((depth(p) for p in parents), default=0)
-
-    gv_dir = _vars_dir(path.parent / "group_vars")
-    hv_dir = _vars_dir(path.parent / "host_vars")
-    for host in hosts.values():
-        host.groups = [g for g, ms in groups.items() if host.name in ms and g != "all"]
-        layered: dict[str, tuple[Any, str]] = {}
-        for g in ["all", *sorted(host.groups, key=lambda g: (depth(g), g))]:
-            layered.update(gv_dir.get(g, {}))
-            layered.update(group_vars.get(g, {}))
-        layered.update(hv_dir.get(host.name, {}))
-        for k, (v, where) in layered.items():
-            if k not in host.vars:  # host line vars win over group vars
-                host.vars[k], host.origin[k] = v, where
+        first = index.first_line(name) if index else _yaml_line(path, text, name)
+        host.line = first or str(path)
+        hosts[name] = host
     if not hosts:
         raise BadInputError(
             f"inventory {path} lists no hosts: add the rigs under a [group] section, one per "
             "line (rig01 ansible_host=10.0.1.1)"
         )
+    groups = {
+        str(name): [str(h.name) for h in g.get_hosts()]
+        for name, g in manager.groups.items()
+        if name != "ungrouped" or g.get_hosts()
+    }
+    groups["all"] = list(hosts)
     return Inventory(path=path, hosts=hosts, groups=groups)
 
 
-def _vars_dir(d: Path) -> dict[str, dict[str, tuple[Any, str]]]:
-    """group_vars/NAME.yml (or NAME/*.yml) -> {NAME: {var: (value, file)}}."""
-    out: dict[str, dict[str, tuple[Any, str]]] = {}
-    if not d.is_dir():
-        return out
-    for f in sorted(d.glob("*")):
-        files = sorted(f.glob("*.y*ml")) if f.is_dir() else [f]
-        name = f.name if f.is_dir() else f.stem
-        for y in files:
-            if y.suffix not in (".yml", ".yaml"):
+def _manager(loader: Any, path: Path) -> Any:
+    from ansible.inventory.manager import InventoryManager
+
+    return InventoryManager(loader=loader, sources=[str(path)])
+
+
+def _precedence(group: Any) -> tuple[int, int, str]:
+    # Ansible's order: deeper groups win over their parents, then priority, then name.
+    return (int(group.depth), int(group.priority), str(group.name))
+
+
+def _ansible_host_vars(found: dict[str, Any]) -> dict[str, Any]:
+    """A host's variables as `ansible-inventory --host` shows them (Ansible's own magic
+    variables left out)."""
+    from ansible import constants
+
+    return {k: v for k, v in found.items() if k not in constants.INTERNAL_STATIC_VARS}
+
+
+def _plain(value: Any) -> Any:
+    """Ansible's value without its data tags (plain str, int, list...), as JSON would show it."""
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dict):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _origin(value: Any) -> str | None:
+    """Where Ansible read `value` (file:line), from the tag ansible-core puts on what it loads."""
+    try:
+        from ansible._internal._datatag._tags import Origin
+    except ImportError:  # pragma: no cover - ansible-core before data tags
+        return None
+    tag = Origin.get_tag(value)
+    if tag is None or not tag.path:
+        return None
+    return f"{tag.path}:{tag.line_num}" if tag.line_num else str(tag.path)
+
+
+# -- what Ansible refuses, said with the line -------------------------------------------------
+
+
+def _refuse_unreadable(path: Path, text: str) -> None:
+    """Parse the file with the plugin Ansible would use; a failure names the line it is on."""
+    problem = _plugin_problem(path)
+    if problem is None:
+        return
+    if is_yaml_source(path):
+        raise BadInputError(f"{path}: Ansible cannot read it as a YAML inventory: {problem}")
+    lines = text.splitlines()
+    # The INI plugin does not say the line: the first prefix of the file it refuses ends there.
+    with tempfile.TemporaryDirectory() as tmp:
+        part = Path(tmp) / path.name
+        for n in range(1, len(lines) + 1):
+            part.write_text("\n".join(lines[:n]) + "\n")
+            if _plugin_problem(part) is not None:
+                raise BadInputError(_ini_message(f"{path}:{n}", lines[n - 1].strip(), problem))
+    raise BadInputError(f"{path}: Ansible cannot read it as an inventory: {problem}")
+
+
+def _plugin_problem(path: Path) -> str | None:
+    from ansible.inventory.data import InventoryData
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.plugins.loader import inventory_loader
+
+    name = "yaml" if is_yaml_source(path) else "ini"
+    plugin = inventory_loader.get(name)
+    try:
+        plugin.parse(InventoryData(), DataLoader(), str(path), cache=False)
+    except Exception as e:
+        cause = e.__cause__ or e
+        return str(getattr(cause, "message", None) or cause).strip()
+    return None
+
+
+def _ini_message(where: str, line: str, problem: str) -> str:
+    if "No closing quotation" in problem:
+        return (
+            f"{where}: No closing quotation in {line!r}; close the quote (or escape it with a "
+            "backslash)"
+        )
+    if line.startswith("["):
+        return (
+            f"{where}: cannot read section header {line!r} ({problem}); a section is [group], "
+            "[group:vars] or [group:children]"
+        )
+    if m := re.search(r"Expected key=value host variable assignment, got: (.*)", problem):
+        return (
+            f"{where}: expected key=value, found {m.group(1)!r}; variables after a host name "
+            "are written key=value"
+        )
+    if m := re.search(r"Section \[(.+):children\] includes undefined group '(.+)'", problem):
+        return (
+            f"{where}: group {m.group(1)!r} lists unknown child group {m.group(2)!r}; add a "
+            f"[{m.group(2)}] section with its hosts, or remove it from [{m.group(1)}:children]"
+        )
+    return f"{where}: Ansible cannot read {line!r}: {problem}"
+
+
+# -- where a value was set, when Ansible's tag does not say (true, false, null) ---------------
+
+_SECTION = re.compile(r"^\[([^\]\s:]+)(?::(\w+))?\]\s*(?:[#;].*)?$")
+
+
+@dataclass
+class _HostLine:
+    line: int
+    section: str
+    variables: list[str]
+
+
+@dataclass
+class _IniIndex:
+    """Where each host and group variable is written in an INI farm file (lines only: the
+    values are Ansible's)."""
+
+    path: Path
+    hosts: dict[str, list[_HostLine]] = field(default_factory=dict)
+    group_vars: dict[str, dict[str, int]] = field(default_factory=dict)
+    backwards: list[tuple[int, str]] = field(default_factory=list)
+
+    @classmethod
+    def scan(cls, path: Path, text: str) -> _IniIndex:
+        from ansible.parsing.utils.addresses import parse_address
+        from ansible.plugins.inventory import detect_range, expand_hostname_range
+
+        index = cls(path)
+        section, kind = "ungrouped", "hosts"
+        for n, raw in enumerate(text.splitlines(), 1):
+            s = raw.strip()
+            if not s or s[0] in "#;":
                 continue
-            try:
-                data = yaml.safe_load(y.read_text()) or {}
-            except yaml.YAMLError as e:
-                mark = getattr(e, "problem_mark", None)
-                line = f":{mark.line + 1}" if mark else ""
-                raise BadInputError(f"{y}{line}: not valid YAML: {e}; fix the file") from e
-            if not isinstance(data, dict):
-                raise BadInputError(f"{y}: expected a mapping of variables (name: value lines)")
-            for k, v in data.items():
-                out.setdefault(name, {})[str(k)] = (v, str(y))
-    return out
+            if m := _SECTION.match(s):
+                section, kind = m.group(1), m.group(2) or "hosts"
+                continue
+            if kind == "vars" and "=" in s:
+                index.group_vars.setdefault(section, {})[s.split("=", 1)[0].strip()] = n
+            elif kind == "hosts":
+                tokens = shlex.split(s, comments=True)
+                name, _port = parse_address(tokens[0], allow_ranges=True)
+                names = [name]
+                if detect_range(name):
+                    names = expand_hostname_range(name)
+                    if not names:
+                        index.backwards.append((n, tokens[0]))
+                variables = [t.split("=", 1)[0] for t in tokens[1:]]
+                for h in names:
+                    index.hosts.setdefault(h, []).append(_HostLine(n, section, variables))
+        return index
+
+    def refuse_silent_mistakes(self) -> None:
+        """What Ansible reads without a word but no farm means: rigs that vanish, a rig whose
+        variables are split over two lines."""
+        for n, pattern in self.backwards:
+            rng = re.search(r"\[([^\]]+)\]", pattern)
+            lo, hi = [*rng.group(1).split(":"), ""][:2] if rng else ("", "")
+            raise BadInputError(
+                f"{self.path}:{n}: host range {rng.group(0) if rng else pattern} runs backwards "
+                f"(Ansible reads it as no host at all); write it low to high ([{hi}:{lo}])"
+            )
+        for name, lines in self.hosts.items():
+            first = lines[0]
+            for again in lines[1:]:
+                if again.section == first.section or (again.variables and first.variables):
+                    raise BadInputError(
+                        f"{self.path}:{again.line}: host {name} is listed again (first at "
+                        f"{self.path}:{first.line}); list each rig once and put shared settings "
+                        "in group vars"
+                    )
+
+    def first_line(self, host: str) -> str | None:
+        lines = self.hosts.get(host)
+        return f"{self.path}:{lines[0].line}" if lines else None
+
+    def origin(self, host: str, groups: list[str], var: str) -> str | None:
+        for hl in reversed(self.hosts.get(host, [])):
+            if var in hl.variables:
+                return f"{self.path}:{hl.line}"
+        for g in groups:
+            if var in self.group_vars.get(g, {}):
+                return f"{self.path}:{self.group_vars[g][var]}"
+        return None
+
+
+def _scan_origin(
+    path: Path, text: str, index: _IniIndex | None, host: str, groups: list[str], var: str
+) -> str:
+    if index and (where := index.origin(host, groups, var)):
+        return where
+    if not index and (where := _yaml_line(path, text, var)):
+        return where
+    for f in _vars_files(path.parent, host, groups):
+        if where := _yaml_line(f, f.read_text(errors="replace"), var):
+            return where
+    return str(path)
+
+
+def _vars_files(base: Path, host: str, groups: list[str]) -> Iterator[Path]:
+    """host_vars/ then group_vars/ files that may set a host's variable, most specific first."""
+    for kind, names in (("host_vars", [host]), ("group_vars", [*groups, "all"])):
+        for name in names:
+            d = base / kind
+            for candidate in (d / name, d / f"{name}.yml", d / f"{name}.yaml"):
+                if candidate.is_dir():
+                    yield from sorted(candidate.glob("*.y*ml"))
+                elif candidate.is_file():
+                    yield candidate
+
+
+def _yaml_line(path: Path, text: str, key: str) -> str | None:
+    rx = re.compile(rf"^\s*{re.escape(key)}\s*:")
+    for n, line in enumerate(text.splitlines(), 1):
+        if rx.match(line):
+            return f"{path}:{n}"
+    return None

@@ -17,6 +17,7 @@ import yaml
 
 from toolkit import outcomes
 from toolkit.errors import BadInputError, RigpivotError
+from toolkit.hostkeys import ssh_vars as _ssh_vars
 from toolkit.inventory import Host
 from toolkit.journal import (
     farm_lock,
@@ -30,7 +31,7 @@ from toolkit.models import FleetReport, RigResult, RunReport
 from toolkit.outcomes import INTERRUPTED, Recorded
 from toolkit.plan import Plan, plan_conversion
 from toolkit.preflight import check_farm, judge_fleet
-from toolkit.probe import ProbeOptions, ansible_host_key_args, known_hosts_for, probe_fleet
+from toolkit.probe import ProbeOptions, probe_fleet
 from toolkit.rolevars import check_convert_vars
 from toolkit.runner import PlayResult, TaskEvent, run_playbook
 
@@ -52,17 +53,6 @@ class RunOptions:
     @property
     def store(self) -> Path:
         return (self.snapshot_store or self.journal_root.resolve().parent / "snapshots").resolve()
-
-
-def _ssh_vars(host: Host, probe: ProbeOptions | None) -> dict[str, str]:
-    """Ansible checks the rig's key against the known_hosts preflight checked it against,
-    strictly. Appended to the farm's own extra args (OpenSSH keeps an option's first value, so
-    the farm file's own known_hosts, if it names one, still wins)."""
-    kh = known_hosts_for(host, probe or ProbeOptions())
-    if kh is None:
-        return {}
-    own = str(host.vars.get("ansible_ssh_extra_args") or "")
-    return {"ansible_ssh_extra_args": f"{own} {ansible_host_key_args(kh.resolve())}".strip()}
 
 
 def _recorded(

@@ -6,10 +6,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.errors import BadInputError
+from toolkit.hostkeys import host_key_checking_off
 from toolkit.inventory import Host, load_inventory
 from toolkit.models import FleetReport, RigVerdict
 from toolkit.policy import Policy, judge_rig, policy_for
-from toolkit.probe import ProbeOptions, ProbeResult, host_key_checking_off, probe_fleet
+from toolkit.probe import ProbeOptions, ProbeResult, probe_fleet
 from toolkit.rolevars import check_role_vars
 
 

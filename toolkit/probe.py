@@ -4,9 +4,7 @@ against known_hosts. A rig that cannot be reached is reported, never fatal for t
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
-import hashlib
 import json
 import logging
 import os
@@ -21,6 +19,7 @@ from pathlib import Path
 import paramiko
 from pydantic import ValidationError
 
+from toolkit import hostkeys
 from toolkit.inventory import Host
 from toolkit.models import RigFacts
 
@@ -63,57 +62,11 @@ class ProbeResult:
     seconds: float
 
 
-def known_hosts_for(host: Host, opts: ProbeOptions) -> Path | None:
-    """The known_hosts a rig's key is checked against: --known-hosts, the inventory's
-    `rigpivot_known_hosts`, or ~/.ssh/known_hosts."""
-    if opts.known_hosts:
-        return opts.known_hosts
-    if kh := host.vars.get("rigpivot_known_hosts"):
-        return Path(str(kh))
-    default = Path.home() / ".ssh" / "known_hosts"
-    return default if default.exists() else None
-
-
-def _fingerprint(key: paramiko.PKey) -> str:
-    """OpenSSH's form (`SHA256:...`), the one `ssh-keygen -lf` shows on the rig."""
-    digest = base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-    return f"SHA256:{digest}"
-
-
-# SSH settings in a farm file that would let Ansible reach a rig whose key changed.
-_KEY_CHECK_OFF = re.compile(
-    r"StrictHostKeyChecking[\s=]+(no|off)\b|UserKnownHostsFile[\s=]+/dev/null", re.I
-)
-_SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args")
-_KEY_CHECK_VARS = ("ansible_host_key_checking", "ansible_ssh_host_key_checking")
-
-
-def host_key_checking_off(host: Host) -> str | None:
-    """Where the farm file turns host key checking off for `host` (var and file:line), if it
-    does: rigpivot refuses such a farm file rather than connect without checking keys."""
-    for var in _SSH_ARG_VARS:
-        if _KEY_CHECK_OFF.search(str(host.vars.get(var) or "")):
-            return f"{var} at {host.origin.get(var, '?')}"
-    for var in _KEY_CHECK_VARS:
-        if var in host.vars and str(host.vars[var]).strip().lower() in ("false", "no", "0", "off"):
-            return f"{var} at {host.origin.get(var, '?')}"
-    return None
-
-
-def ansible_host_key_args(known_hosts: Path) -> str:
-    """ssh options that make Ansible check a rig's key against the known_hosts preflight used."""
-    return f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={shlex.quote(str(known_hosts))}"
-
-
-def _key_name(host: Host) -> str:
-    return host.address if host.port == 22 else f"[{host.address}]:{host.port}"
-
-
 class _Prober:
     def __init__(self, opts: ProbeOptions):
         self.opts = opts
         self.payload = probe_payload()
-        self.new_keys: dict[Path, list[str]] = {}
+        self.known: dict[Path | None, hostkeys.KnownHosts] = {}
         self.lock = threading.Lock()
 
     def probe(self, host: Host) -> ProbeResult:
@@ -124,19 +77,23 @@ class _Prober:
         except _ProbeError as e:
             return ProbeResult(host.name, None, str(e), time.monotonic() - start)
 
+    def _known(self, kh: Path | None) -> hostkeys.KnownHosts:
+        with self.lock:
+            if kh not in self.known:
+                self.known[kh] = hostkeys.KnownHosts.load(kh)
+            return self.known[kh]
+
     def _probe(self, host: Host) -> RigFacts:
-        kh = known_hosts_for(host, self.opts)
+        accept_new = self.opts.accept_new_host_keys
+        kh = hostkeys.known_hosts_for(host, self.opts.known_hosts)
+        if kh is None and accept_new:
+            kh = hostkeys.default_known_hosts()
         client = paramiko.SSHClient()
-        if kh and kh.exists():
-            client.load_host_keys(str(kh))
-        if self.opts.accept_new_host_keys:
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
-        else:
-            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        hostkeys.install(client, self._known(kh), accept_new)
         key_file = host.vars.get("ansible_ssh_private_key_file") or host.vars.get(
             "ansible_private_key_file"
         )
-        name = _key_name(host)
+        name = hostkeys.key_name(host)
         try:
             client.connect(
                 host.address,
@@ -149,39 +106,23 @@ class _Prober:
                 allow_agent=False,
                 look_for_keys=key_file is None,
             )
+        except hostkeys.HostKeyError as e:
+            client.close()
+            raise _ProbeError(str(e)) from e
         except paramiko.BadHostKeyException as e:
-            raise _ProbeError(
-                f"host key for {name} ({host.name}) has CHANGED: it is not the key {kh} holds "
-                f"(now {e.key.get_name()} {_fingerprint(e.key)}); refusing to connect. Check "
-                "the new key (the rig's console, its reinstall record), then remove the old "
-                f"one with `ssh-keygen -f {kh} -R '{name}'` and run again with "
-                "--accept-new-host-keys"
-            ) from e
+            client.close()
+            raise _ProbeError(hostkeys.changed_key_message(host.name, name, kh, e.key)) from e
         except paramiko.SSHException as e:
-            if "not found in known_hosts" in str(e):
-                raise _ProbeError(
-                    f"host key for {name} is unknown (not in {kh or '~/.ssh/known_hosts'}); "
-                    "check it and re-run with --accept-new-host-keys to trust it"
-                ) from e
+            client.close()
             raise _ProbeError(f"SSH to {name} failed: {e}") from e
         except (OSError, EOFError) as e:
+            client.close()
             raise _ProbeError(f"cannot reach {name}: {e.__class__.__name__}: {e}") from e
         try:
-            if self.opts.accept_new_host_keys and kh:
-                self._remember_key(client, name, kh)
             model_path = str(host.vars.get("rigpivot_model_path", self.opts.model_path))
             return self._run_module(client, name, model_path)
         finally:
             client.close()
-
-    def _remember_key(self, client: paramiko.SSHClient, name: str, kh: Path) -> None:
-        key = client.get_transport().get_remote_server_key()  # type: ignore[union-attr]
-        known = paramiko.HostKeys(str(kh)) if kh.exists() else paramiko.HostKeys()
-        if known.lookup(name) is None:
-            with self.lock:
-                self.new_keys.setdefault(kh, []).append(
-                    f"{name} {key.get_name()} {key.get_base64()}"
-                )
 
     def _run_module(self, client: paramiko.SSHClient, name: str, model_path: str) -> RigFacts:
         args = f"--gpu-source={self.opts.gpu_source} --model-path={shlex.quote(model_path)}"
@@ -204,12 +145,6 @@ class _Prober:
         except (ValueError, ValidationError) as e:
             raise _ProbeError(f"probe on {name} returned unreadable facts: {e}") from e
 
-    def save_new_keys(self) -> None:
-        for kh, lines in self.new_keys.items():
-            with kh.open("a") as f:
-                f.write("\n".join(lines) + "\n")
-            log.info("trusted %d new host key(s) into %s", len(lines), kh)
-
 
 class _ProbeError(Exception):
     pass
@@ -220,6 +155,8 @@ def probe_fleet(
     opts: ProbeOptions,
     on_result: Callable[[ProbeResult], None] = lambda _r: None,
 ) -> list[ProbeResult]:
+    # Before any connection: a rig whose key is revoked, or that only a host CA vouches for.
+    hostkeys.check_fleet_keys(hosts, opts.known_hosts, opts.accept_new_host_keys)
     prober = _Prober(opts)
     results: dict[str, ProbeResult] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, opts.concurrency)) as pool:
@@ -228,5 +165,4 @@ def probe_fleet(
             res = fut.result()
             results[res.host] = res
             on_result(res)
-    prober.save_new_keys()
     return [results[h.name] for h in hosts]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import difflib
 import functools
 import ipaddress
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +123,51 @@ def _model_file_problem(value: str) -> str | None:
     return None
 
 
+_BOOL_WORDS = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+
+
+def _written_where(where: str) -> str:
+    """How the value at `where` (file:line) is written: `host` (an INI host line), `vars` (an
+    INI [group:vars] line) or `yaml` (a YAML inventory, group_vars or host_vars file)."""
+    file, _, line = where.rpartition(":")
+    path = Path(file)
+    if path.suffix in (".yml", ".yaml", ".json") or not line.isdigit() or not path.is_file():
+        return "yaml"
+    try:
+        text = path.read_text().splitlines()[int(line) - 1].strip()
+    except (OSError, IndexError, UnicodeDecodeError):
+        return "yaml"
+    return "vars" if re.match(r"^[A-Za-z_][A-Za-z0-9_]*\s*=", text) else "host"
+
+
+def _list_items(value: str) -> list[str]:
+    inner = value.strip().removeprefix("[").removesuffix("]")
+    return [i.strip().strip("'\"") for i in inner.split(",") if i.strip().strip("'\"")]
+
+
+def _how_to_write(where: str, var: str, value: Any, kind: str) -> str:
+    """What to write instead, for the two ways an INI farm file says one thing to a reader and
+    another to Ansible: a list without JSON quoting, and a lowercase true/false."""
+    form = _written_where(where)
+    if kind == "list" and isinstance(value, str):
+        items = json.dumps(_list_items(value), separators=(",", ":"))
+        said = "Ansible reads it as a string, not a list"
+        if form == "host":
+            return f"; {said}: on a host line write {var}='{items}'"
+        if form == "vars":
+            return f"; {said}: under [group:vars] write {var}={items}"
+        return f"; write a YAML list: {var}: {items}"
+    if kind == "bool" and isinstance(value, str) and value.strip().lower() in _BOOL_WORDS:
+        word = _BOOL_WORDS[value.strip().lower()]
+        # Ansible's argument check lets "false" through as a bool, but the role's tasks get
+        # the string: mining_restore's `when: not mining_restore_skip_reboot` reads it as true.
+        said = f"Ansible passes the string {value!r} to the role, where a `when:` reads it as true"
+        if form == "yaml":
+            return f"; {said}: write {var}: {str(word).lower()}"
+        return f"; {said}: in an INI file write {var}={word}"
+    return ""
+
+
 def check_role_vars(host: Host) -> None:
     problems: list[str] = []
     for var, value in host.vars.items():
@@ -158,7 +205,10 @@ def check_role_vars(host: Host) -> None:
         if kind == "str" and isinstance(value, int | float) and not isinstance(value, bool):
             ok = True  # INI `x=550` means the string "550" to Ansible's str options
         if not ok:
-            problems.append(f"{where}: {var} (host {host.name}) must be {kind}, got {value!r}")
+            problems.append(
+                f"{where}: {var} (host {host.name}) must be {kind}, got {value!r}"
+                + _how_to_write(where, var, value, kind)
+            )
         elif spec.get("choices") and value not in spec["choices"]:
             problems.append(
                 f"{where}: {var} (host {host.name}) must be one of {spec['choices']}, got {value!r}"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +20,7 @@ from typing import Any
 import ansible_runner
 
 from toolkit.errors import RigpivotError
+from toolkit.hostkeys import host_key_message
 
 log = logging.getLogger(__name__)
 
@@ -69,36 +69,6 @@ class TaskEvent:
 
 
 HIDDEN = "(output hidden: the task handles secrets)"
-
-# What OpenSSH prints when a host's key is not the one known_hosts holds for it.
-_CHANGED_KEY = "REMOTE HOST IDENTIFICATION HAS CHANGED"
-_KH_FILE = re.compile(r"Offending \S+ key in (\S+?):\d+")
-_KH_HINT = re.compile(r"remove with:\s*(?:\r?\n)?\s*(ssh-keygen [^\r\n]+)")
-
-
-def host_key_message(host: str, text: str) -> str | None:
-    """A clear reason when ssh refused `host` because its key changed (or is unknown), else None.
-
-    OpenSSH's own text is a banner of @ signs that a 500-character excerpt cuts before the
-    useful part; the operator needs the rig, the known_hosts file and the command to run once
-    the new key is checked."""
-    if _CHANGED_KEY in text:
-        kh = _KH_FILE.search(text)
-        hint = _KH_HINT.search(text)
-        where = kh.group(1) if kh else "known_hosts"
-        cmd = hint.group(1).strip() if hint else f"ssh-keygen -f {where} -R <host>"
-        return (
-            f"host key for {host} has CHANGED (it does not match {where}); refusing to "
-            f"connect. Check the rig's new key (console, reinstall record), then remove the "
-            f"old one with `{cmd}` and run again"
-        )
-    if "Host key verification failed" in text or "No ED25519 host key is known" in text:
-        return (
-            f"host key for {host} could not be verified against known_hosts (unknown or "
-            "changed key); refusing to connect. Check the key, add it to known_hosts "
-            "(preflight --accept-new-host-keys trusts new keys) and run again"
-        )
-    return None
 
 
 def _failure_message(res: dict[str, Any], host: str = "") -> str:

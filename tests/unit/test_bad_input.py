@@ -115,10 +115,37 @@ CASES = {
          r"\(qwen2.5-14b-awq.tar.gz\)\?"],
     ),
     "invalid CIDR": (
-        lambda r: farm(r, "[farm:vars]\nnet_hardening_admin_networks='[\"10.0.0.300/32\"]'\n"),
+        lambda r: farm(r, "[farm:vars]\nnet_hardening_admin_networks=[\"10.0.0.300/32\"]\n"),
         [],
         [r"farm\.ini:7: net_hardening_admin_networks \(host rig01\) has '10\.0\.0\.300/32', "
          r"which is not a CIDR network: write an address as 192\.0\.2\.10/32"],
+    ),
+    # The two lines of issue 12: a reader (and YAML) sees a list and a false; Ansible's INI
+    # plugin sees the strings "[10.20.0.5/32,10.20.9.0/24]" and "false".
+    "network list without JSON quoting": (
+        lambda r: farm(r, "[farm:vars]\nnet_hardening_admin_networks=[10.20.0.5/32,10.20.9.0/24]\n"),
+        [],
+        [r"farm\.ini:7: net_hardening_admin_networks \(host rig01\) must be list, got "
+         r"'\[10\.20\.0\.5/32,10\.20\.9\.0/24\]'; Ansible reads it as a string",
+         r'under \[group:vars\] write net_hardening_admin_networks=\["10\.20\.0\.5/32","10\.20\.9\.0/24"\]'],
+    ),
+    "network list on a host line without quotes": (
+        lambda r: farm(r, host_vars="net_hardening_admin_networks=[10.20.0.5/32,10.20.9.0/24]"),
+        [],
+        [r"farm\.ini:2: net_hardening_admin_networks \(host rig01\) must be list",
+         r"""on a host line write net_hardening_admin_networks='\["10\.20\.0\.5/32","10\.20\.9\.0/24"\]'"""],
+    ),
+    "network list quoted whole under group vars": (
+        lambda r: farm(r, "[farm:vars]\nnet_hardening_admin_networks='[\"10.0.0.3/32\"]'\n"),
+        [],
+        [r"farm\.ini:7: net_hardening_admin_networks \(host rig01\) must be list, got "
+         r"""'\[\"10\.0\.0\.3/32\"\]'"""],
+    ),
+    "lowercase false for a bool": (
+        lambda r: farm(r, "[farm:vars]\nmining_restore_skip_reboot=false\n"),
+        [],
+        [r"farm\.ini:7: mining_restore_skip_reboot \(host rig01\) must be bool, got 'false'",
+         r"in an INI file write mining_restore_skip_reboot=False"],
     ),
     "host key checking turned off": (
         lambda r: farm(r, host_vars="ansible_ssh_common_args='-o StrictHostKeyChecking=no'"), [],

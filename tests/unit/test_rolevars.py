@@ -102,3 +102,49 @@ def test_convert_refuses_rigs_without_admin_networks_before_touching_them(tmp_pa
         BadInputError, match=r"net_hardening_admin_networks is not set for rig01, rig03: "
     ):
         check_convert_vars(list(farm.values()))
+
+
+def test_a_bool_is_checked_as_ansible_reads_it(tmp_path):
+    """`false` in an INI file is the string "false" to Ansible: its argument check lets it
+    through, but a role's `when: not mining_restore_skip_reboot` takes it as true."""
+    farm = hosts(
+        tmp_path,
+        "[r]\nrig01 mining_restore_skip_reboot=False\nrig02 mining_restore_skip_reboot=false\n",
+    )
+    check_role_vars(farm["rig01"])
+    with pytest.raises(
+        BadInputError,
+        match=r"farm.ini:3: mining_restore_skip_reboot \(host rig02\) must be bool, got 'false'; "
+        r".*in an INI file write mining_restore_skip_reboot=False",
+    ):
+        check_role_vars(farm["rig02"])
+
+
+def test_a_quoted_bool_in_group_vars_yaml_names_that_file_and_the_yaml_fix(tmp_path):
+    (tmp_path / "group_vars").mkdir()
+    (tmp_path / "group_vars" / "all.yml").write_text('nvidia_driver_skip_reboot: "true"\n')
+    farm = hosts(tmp_path, "[r]\nrig01\n")
+    with pytest.raises(BadInputError) as e:
+        check_role_vars(farm["rig01"])
+    assert "all.yml:1: nvidia_driver_skip_reboot (host rig01) must be bool" in str(e.value)
+    assert "write nvidia_driver_skip_reboot: true" in str(e.value)
+
+
+def test_a_network_list_ansible_reads_as_a_string_says_how_to_quote_it(tmp_path):
+    farm = hosts(
+        tmp_path,
+        "[r]\nrig01 net_hardening_admin_networks=[10.20.0.5/32,10.20.9.0/24]\n"
+        "[all:vars]\nnet_hardening_inference_allowed_networks=[10.30.0.0/16]\n",
+    )
+    with pytest.raises(BadInputError) as e:
+        check_role_vars(farm["rig01"])
+    msg = str(e.value)
+    assert (
+        "farm.ini:2: net_hardening_admin_networks (host rig01) must be list, got "
+        "'[10.20.0.5/32,10.20.9.0/24]'; Ansible reads it as a string, not a list: on a host "
+        """line write net_hardening_admin_networks='["10.20.0.5/32","10.20.9.0/24"]'"""
+    ) in msg
+    assert ("farm.ini:4: net_hardening_inference_allowed_networks (host rig01) must be list") in msg
+    assert (
+        'under [group:vars] write net_hardening_inference_allowed_networks=["10.30.0.0/16"]' in msg
+    )
