@@ -21,6 +21,7 @@ from rich.logging import RichHandler
 from rich.markup import escape
 from rich.table import Table
 
+from toolkit.catalog_cli import models_app
 from toolkit.errors import BadInputError, InterruptedRunError, RigpivotError, UnreachableError
 from toolkit.models import FleetReport
 from toolkit.plan import Plan
@@ -60,6 +61,7 @@ lab_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab")
+app.add_typer(models_app, name="models")
 
 LabDir = Annotated[
     Path | None,
