@@ -16,6 +16,7 @@ import typer
 from rich.logging import RichHandler
 from rich.markup import escape
 
+from toolkit.catalog_cli import models_app
 from toolkit.console import (
     Progress,
     console,
@@ -43,6 +44,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab_app, name="lab")
+app.add_typer(models_app, name="models")
 
 Inventory = Annotated[
     Path,

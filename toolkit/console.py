@@ -48,20 +48,17 @@ def print_preflight(report: FleetReport) -> None:
         for c in r.cards:
             label = f"{c.name} {c.vram_mib // 1024 if c.vram_mib else '?'}G"
             cards[label] = cards.get(label, 0) + 1
-        model = (
-            f"{r.model.model_name} {r.model.quant} ×{r.instances}\n"
-            f"ctx≤{r.model.max_context} ≤{r.model.decode_tokens_s} tok/s"
-            if r.model
-            else "-"
-        )
+        model = "\n".join(r.plan_lines()) or "-"
         why = "\n".join(
-            [escape(x) for x in r.reasons] + [f"[yellow]{escape(w)}[/]" for w in r.warnings]
+            [escape(x) for x in r.reasons]
+            + [f"[yellow]{escape(w)}[/]" for w in r.warnings]
+            + [f"[dim]{escape(n)}[/]" for n in r.card_notes()]
         )
         table.add_row(
             r.host,
             "\n".join(f"{n}× {k}" for k, n in cards.items()) or "-",
             f"[{style[r.verdict]}]{r.verdict}[/]",
-            r.engine or "-",
+            ", ".join(r.engines) or "-",
             model,
             why,
         )

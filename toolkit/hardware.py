@@ -1,5 +1,6 @@
 """What rigpivot knows about GPUs and models, independent of any rig: data/gpus.csv (mining-era
-cards: VRAM, compute capability, memory bandwidth, ROCm status) and data/models.yml."""
+cards: VRAM, compute capability, memory bandwidth, ROCm status), data/models.yml (the built-in
+models' config.json figures) and the farm's own models.yml beside its farm file."""
 
 from __future__ import annotations
 
@@ -31,23 +32,85 @@ class KnownGpu(BaseModel):
 
 
 class ModelShape(BaseModel):
+    """A model as its config.json describes it; its size at each quantisation is computed from
+    the tensors (toolkit/sizing.py), or measured from its own files (`rigpivot models add`)."""
+
     model_config = ConfigDict(extra="forbid")
 
     name: str
-    params_b: float
+    hidden_size: int
+    intermediate_size: int
+    vocab_size: int
     layers: int
+    heads: int
     kv_heads: int
     head_dim: int
+    tie_word_embeddings: bool = False
+    qkv_bias: bool = False
+    fused_qkv: bool = False  # one qkv_proj and one gate_up_proj (Phi-3)
+    norms_per_layer: int = 2
+    sliding_window: int | None = None  # tokens the sliding-window layers attend to
+    sliding_window_layers: int = 0  # how many layers use that window (the rest attend fully)
     max_context: int
+    source: str = ""  # where the figures come from
+    # `models add`: bytes per quantisation measured from the model's files, the engine that
+    # serves them, the parameter count and where the files were read.
+    files: dict[str, int] = {}
+    engine: str | None = None
+    params: int | None = None
+    path: str | None = None
+
+    @property
+    def params_b(self) -> float:
+        from toolkit.sizing import param_count
+
+        return (self.params or param_count(self)) / 1e9
+
+    def quants(self, engine: str, catalog: list[str]) -> list[str]:
+        """The quantisations this model can be served at by `engine`, highest precision first."""
+        if self.files:
+            if self.engine != engine:
+                return []
+            return sorted(self.files, key=lambda q: -self.files[q])
+        return list(catalog)
+
+    def weights_bytes(self, quant: str) -> int:
+        if quant in self.files:
+            return self.files[quant]
+        from toolkit.sizing import weights_bytes
+
+        return weights_bytes(self, quant)
 
     def kv_bytes_per_token(self, bytes_per_element: int = 2) -> int:
+        """Per token, over every layer (sliding-window layers counted in full)."""
         return 2 * self.layers * self.kv_heads * self.head_dim * bytes_per_element
+
+    def kv_bytes(self, tokens: int, bytes_per_element: int = 2) -> int:
+        """KV cache for `tokens`: sliding-window layers never hold more than their window."""
+        per_layer = 2 * self.kv_heads * self.head_dim * bytes_per_element
+        swa = self.sliding_window_layers if self.sliding_window else 0
+        window = min(tokens, self.sliding_window or tokens)
+        return per_layer * ((self.layers - swa) * tokens + swa * window)
+
+    def max_tokens(self, budget: float, bytes_per_element: int = 2) -> int:
+        """The most tokens whose KV cache fits in `budget` bytes (capped at max_context)."""
+        if budget <= 0:
+            return 0
+        per_layer = 2 * self.kv_heads * self.head_dim * bytes_per_element
+        swa = self.sliding_window_layers if self.sliding_window else 0
+        full = self.layers - swa
+        tokens = int(budget // (per_layer * self.layers))
+        if swa and self.sliding_window and tokens > self.sliding_window:
+            rest = budget - per_layer * swa * self.sliding_window
+            tokens = int(rest // (per_layer * full)) if full else self.max_context
+        return min(self.max_context, tokens)
 
 
 class ModelCatalog(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    quantizations: dict[str, dict[str, float]]
+    # engine -> quantisations of the built-in models, highest precision first
+    quantizations: dict[str, list[str]]
     models: dict[str, ModelShape]
 
 
@@ -118,7 +181,27 @@ def model_catalog(path: Path = DATA / "models.yml") -> ModelCatalog:
     return ModelCatalog.model_validate(yaml.safe_load(path.read_text()))
 
 
-# PCIe bandwidth per lane per direction, MB/s (shared/reference/README.md).
+def farm_catalog_path(inventory: Path) -> Path:
+    """The farm's own catalog (`rigpivot models add` writes it): models.yml beside the farm file."""
+    return inventory.resolve().parent / "models.yml"
+
+
+def catalog_with(extra: Path | None) -> ModelCatalog:
+    """The built-in catalog plus the models of a farm catalog file, when there is one."""
+    base = model_catalog()
+    if extra is None or not extra.is_file():
+        return base
+    from toolkit.errors import BadInputError
+
+    try:
+        data = yaml.safe_load(extra.read_text()) or {}
+        added = {k: ModelShape.model_validate(v) for k, v in (data.get("models") or {}).items()}
+    except (OSError, yaml.YAMLError, ValueError) as e:
+        raise BadInputError(f"farm model catalog {extra}: {e}") from e
+    return ModelCatalog(quantizations=base.quantizations, models={**base.models, **added})
+
+
+# PCIe bandwidth per lane per direction, MB/s (docs/sizing.md).
 PCIE_LANE_MBPS = {1: 250.0, 2: 500.0, 3: 985.0, 4: 1970.0, 5: 3940.0}
 
 

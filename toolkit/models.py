@@ -35,6 +35,18 @@ class GpuFacts(BaseModel):
     source: Literal["nvml", "nvidia-smi", "lspci"]
 
 
+class DiskFacts(BaseModel):
+    """The block device under the rig's model directory, as the probe reads it from /sys/block."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    device: str | None = None  # "sda", "nvme0n1", "mmcblk0"
+    kind: Literal["nvme", "ssd", "hdd", "usb", "mmc", "unknown"] = "unknown"
+    rotational: bool | None = None
+    removable: bool | None = None
+    sys_path: str | None = None  # /sys/devices/... (the bus it hangs off: usb, nvme, ata)
+
+
 class HostFacts(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
@@ -50,6 +62,7 @@ class HostFacts(BaseModel):
     kernel: str
     secure_boot: str
     python: str
+    model_disk: DiskFacts | None = None  # probes before facts_version 2 do not report it
 
 
 class MinerProcess(BaseModel):
@@ -96,11 +109,17 @@ class ModelFit(BaseModel):
     engine: Engine
     weights_mib: int
     kv_mib_per_1k_tokens: float
-    max_context: int
+    max_context: int  # the context the card's KV cache holds (the instance's context)
     need_mib: int  # at the policy's minimum context
     usable_mib: int
     decode_tokens_s: float | None  # upper bound: memory bandwidth / bytes read per token
-    load_seconds: float | None  # model size over the card's PCIe link
+    load_seconds: float | None  # disk read + PCIe transfer (PCIe alone when the disk is unknown)
+    disk_seconds: float | None = None  # reading the model from the rig's disk
+    pcie_seconds: float | None = None  # moving it over the card's PCIe link
+
+    @property
+    def label(self) -> str:
+        return f"{self.model_name} {self.quant}"
 
 
 class CardVerdict(BaseModel):
@@ -116,7 +135,17 @@ class CardVerdict(BaseModel):
     engines: list[Engine]
     reasons: list[str]  # why not fit
     warnings: list[str]
-    best: ModelFit | None
+    best: ModelFit | None  # this card's own plan: each card runs its own instance
+    notes: list[str] = []  # why an engine or a bigger model was not chosen
+
+
+class CardPlan(BaseModel):
+    """What one card serves: its own engine, model, quantisation and context."""
+
+    gpu: int | None
+    bus_id: str
+    card: str
+    fit: ModelFit
 
 
 class RigVerdict(BaseModel):
@@ -125,9 +154,13 @@ class RigVerdict(BaseModel):
     status: Literal["probed", "unreachable"]
     error: str | None = None
     verdict: Literal["fit", "unfit", "unknown"]
+    # The rig's summary for consumers of one engine and model per rig: the plan most cards
+    # have (between equals, the biggest model). Each card's own plan is in `plans`.
     engine: Engine | None = None
-    model: ModelFit | None = None  # what each instance serves (one per fit card)
-    instances: int = 0
+    model: ModelFit | None = None
+    instances: int = 0  # one per fit card
+    engines: list[Engine] = []  # every engine the rig's plans use (all are installed)
+    plans: list[CardPlan] = []
     cards: list[CardVerdict] = []
     reasons: list[str] = []
     warnings: list[str] = []
@@ -135,6 +168,30 @@ class RigVerdict(BaseModel):
     mining: bool | None = None
     driver: str | None = None
     facts: RigFacts | None = None
+
+    def plan_lines(self) -> list[str]:
+        """The rig's per-card plans as lines: cards, engine, model, context, speed, load time."""
+        out = []
+        for n, f in plan_groups(self.plans):
+            load = f", load ≈ {f.load_seconds:.0f} s" if f.load_seconds is not None else ""
+            tok = f" ≤{f.decode_tokens_s} tok/s" if f.decode_tokens_s else ""
+            out.append(f"{n}× {f.engine} {f.label}\n  ctx≤{f.max_context}{tok}{load}")
+        return out
+
+    def card_notes(self) -> list[str]:
+        """Why cards did not get vLLM or a bigger model, once per distinct reason."""
+        return list(dict.fromkeys(n for c in self.cards for n in c.notes))
+
+
+def plan_groups(plans: list[CardPlan]) -> list[tuple[int, ModelFit]]:
+    """The plans of a rig's cards grouped by engine, model and quantisation, most cards first
+    (between equals, the biggest model): [(cards, the group's smallest-context plan), ...]."""
+    groups: dict[tuple[str, str, str], list[ModelFit]] = {}
+    for p in plans:
+        groups.setdefault((p.fit.engine, p.fit.model, p.fit.quant), []).append(p.fit)
+    out = [(len(fits), min(fits, key=lambda f: f.max_context)) for fits in groups.values()]
+    out.sort(key=lambda nf: (-nf[0], -nf[1].weights_mib))
+    return out
 
 
 class FleetReport(BaseModel):

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from toolkit.models import FleetReport, RigVerdict
+from toolkit.models import FleetReport, ModelFit, RigVerdict
 
 Action = Literal["convert", "return", "already-ai", "untouched", "unreachable", "quarantined"]
 # Pivot states of a rig part-way through a conversion (or a rollback cut short): such a rig is
@@ -28,17 +28,26 @@ class RigPlan(BaseModel):
     gpus: list[int] = []
     nvidia_gpus: int = 0  # NVIDIA cards preflight saw: all must still answer after conversion
     state: str | None = None
+    # Each card's own instance: [{gpu, engine, model, quant, context, model_file}, ...]
+    instances: list[dict[str, Any]] = []
+    engines: list[str] = []  # every engine the instances use: all are installed
 
     def role_vars(self) -> dict[str, Any]:
         """Preflight's choices for the rig, as `rigpivot_plan_*` host variables. The roles'
         defaults fall back to them (`inference_server_engine` defaults to
         `rigpivot_plan_engine`), so anything the farm file sets, at any level, wins: the lab
-        pins a CPU engine and its tiny model that way."""
+        pins a CPU engine and its tiny model that way.
+
+        `rigpivot_plan_engine` and `rigpivot_plan_model_file` are the rig's summary (the plan
+        most cards have); `rigpivot_plan_instances` gives each card its own engine, model,
+        quantisation and context, and `rigpivot_plan_engines` every engine they use."""
         return {
             "rigpivot_plan_engine": self.engine,
             "rigpivot_plan_gpus": self.gpus,
             "rigpivot_plan_model_file": self.model_file,
             "rigpivot_plan_nvidia_gpus": self.nvidia_gpus,
+            "rigpivot_plan_engines": self.engines,
+            "rigpivot_plan_instances": self.instances,
         }
 
 
@@ -50,12 +59,27 @@ class Plan(BaseModel):
         return [r for r in self.rigs if r.action == action]
 
 
-def _model_file(v: RigVerdict) -> str | None:
-    if v.model is None:
+def model_file(fit: ModelFit | None) -> str | None:
+    if fit is None:
         return None
     # The farm's model store names files model-quant (a GGUF for llama.cpp, a directory for vLLM).
-    suffix = ".gguf" if v.model.engine == "llama.cpp" else ""
-    return f"{v.model.model}-{v.model.quant.lower()}{suffix}"
+    suffix = ".gguf" if fit.engine == "llama.cpp" else ""
+    return f"{fit.model}-{fit.quant.lower()}{suffix}"
+
+
+def _instances(v: RigVerdict) -> list[dict[str, Any]]:
+    return [
+        {
+            "gpu": p.gpu,
+            "engine": p.fit.engine,
+            "model": p.fit.model,
+            "quant": p.fit.quant,
+            "context": p.fit.max_context,
+            "model_file": model_file(p.fit),
+        }
+        for p in v.plans
+        if p.gpu is not None
+    ]
 
 
 def plan_conversion(report: FleetReport, batch_size: int) -> Plan:
@@ -102,12 +126,14 @@ def plan_conversion(report: FleetReport, batch_size: int) -> Plan:
                     state=state or "mining",
                     engine=v.engine,
                     model=f"{v.model.model_name} {v.model.quant}" if v.model else None,
-                    model_file=_model_file(v),
+                    model_file=model_file(v.model),
                     gpus=sorted(c.index for c in v.cards if c.fit and c.index is not None),
                     nvidia_gpus=sum(
                         1 for c in v.cards if c.vendor == "nvidia" and c.index is not None
                     ),
                     reason="resuming from " + state if state and state != "mining" else "",
+                    instances=_instances(v),
+                    engines=list(v.engines),
                 )
             )
     todo = [r.host for r in rigs if r.action == "convert"]

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from toolkit.errors import BadInputError
+from toolkit.hardware import catalog_with, farm_catalog_path
 from toolkit.hostkeys import host_key_checking_off
 from toolkit.inventory import Host, load_inventory
 from toolkit.models import FleetReport, RigVerdict
@@ -16,10 +17,12 @@ from toolkit.rolevars import check_role_vars
 
 def check_farm(inventory: Path, limit: str | None = None) -> tuple[list[Host], dict[str, Policy]]:
     """The farm file as every verb reads it, before any rig is contacted: the inventory, the
-    --limit, each host's policy variables and role variables. Bad input raises BadInputError
-    naming file, line and host, and nothing is touched."""
+    --limit, each host's policy variables and role variables, and the farm's own model catalog
+    (models.yml beside the farm file, from `rigpivot models add`) on top of the built-in one.
+    Bad input raises BadInputError naming file, line and host, and nothing is touched."""
     hosts = load_inventory(inventory).select(limit)
-    policies = {h.name: policy_for(h) for h in hosts}
+    catalog = catalog_with(farm_catalog_path(inventory))
+    policies = {h.name: policy_for(h, catalog) for h in hosts}
     for h in hosts:
         check_role_vars(h)
         if where := host_key_checking_off(h):

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from toolkit.models import GpuFacts, HostFacts, PivotRecord, RigFacts
+from toolkit.models import DiskFacts, GpuFacts, HostFacts, PivotRecord, RigFacts
 
 NVIDIA = {
     "rtx3060": ("NVIDIA GeForce RTX 3060", 12288, "8.6"),
     "rtx3090": ("NVIDIA GeForce RTX 3090", 24576, "8.6"),
     "p106": ("P106-100", 6144, "6.1"),
     "cmp90hx": ("NVIDIA CMP 90HX", 10240, "8.6"),
+    "gtx1660s": ("NVIDIA GeForce GTX 1660 SUPER", 6144, "7.5"),
 }
 
 
@@ -38,7 +39,11 @@ def card(kind: str, i: int = 0, gen: int = 1, width: int = 1, **kw) -> GpuFacts:
 
 
 def rig(
-    *cards: GpuFacts, ram_mib: int = 16384, disk_mib: int = 200_000, state: str | None = None
+    *cards: GpuFacts,
+    ram_mib: int = 16384,
+    disk_mib: int = 200_000,
+    state: str | None = None,
+    disk: str | None = None,
 ) -> RigFacts:
     host = HostFacts(
         hostname="r",
@@ -53,6 +58,7 @@ def rig(
         kernel="5.15",
         secure_boot="bios",
         python="3.8",
+        model_disk=DiskFacts(device="sdb", kind=disk) if disk else None,
     )
     return RigFacts(
         facts_version=1,

@@ -43,16 +43,36 @@ def test_batches_follow_batch_size():
     assert plan_conversion(fleet(**rigs), 2).batches == [["r0", "r1"], ["r2", "r3"], ["r4"]]
 
 
-def test_mixed_rig_serves_only_its_fit_cards_with_one_engine():
-    facts = rig(card("rtx3060", 0), card("p106", 1), card("rx580", 2))
-    r = plan_conversion(fleet(mixed=facts), 1).rigs[0]
-    assert r.gpus == [0, 1] and r.engine == "llama.cpp"
+def test_uniform_rig_keeps_the_rig_level_role_vars():
+    r = plan_conversion(fleet(p106s=rig(card("p106", 0), card("p106", 1))), 1).rigs[0]
     assert r.role_vars() == {
         "rigpivot_plan_engine": "llama.cpp",
         "rigpivot_plan_gpus": [0, 1],
         "rigpivot_plan_model_file": "llama-3.1-8b-q4_k_m.gguf",
         "rigpivot_plan_nvidia_gpus": 2,
-    }
+        "rigpivot_plan_engines": ["llama.cpp"],
+        "rigpivot_plan_instances": [
+            {"gpu": i, "engine": "llama.cpp", "model": "llama-3.1-8b", "quant": "Q4_K_M",
+             "context": r.instances[i]["context"], "model_file": "llama-3.1-8b-q4_k_m.gguf"}
+            for i in (0, 1)
+        ],
+    }  # fmt: skip
+
+
+def test_mixed_rig_gives_each_fit_card_its_own_instance():
+    facts = rig(
+        card("rtx3090", 0), card("p106", 1), card("p106", 2), card("rx580", 3), ram_mib=32768
+    )
+    r = plan_conversion(fleet(mixed=facts), 1).rigs[0]
+    assert r.gpus == [0, 1, 2]
+    # The rig's summary is the plan most cards have; each card has its own instance.
+    assert r.engine == "llama.cpp" and r.model_file == "llama-3.1-8b-q4_k_m.gguf"
+    assert r.engines == ["llama.cpp", "vllm"]
+    by_gpu = {i["gpu"]: i for i in r.role_vars()["rigpivot_plan_instances"]}
+    assert set(by_gpu) == {0, 1, 2}
+    assert (by_gpu[0]["engine"], by_gpu[0]["model_file"]) == ("vllm", "qwen2.5-32b-awq")
+    assert by_gpu[1]["model_file"] == by_gpu[2]["model_file"] == "llama-3.1-8b-q4_k_m.gguf"
+    assert all(i["context"] >= Policy().min_context for i in by_gpu.values())
 
 
 def test_a_rig_left_mid_conversion_that_no_longer_looks_fit_is_returned_to_mining():

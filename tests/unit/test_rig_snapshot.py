@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 from types import ModuleType
-
-from tests.unit.test_rig_library import library
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def rig_snapshot() -> ModuleType:
-    # As Ansible ships it: the rig library importable as ansible.module_utils.rigpivot_rig.
-    sys.modules.setdefault("ansible.module_utils.rigpivot_rig", library())
+    # tests/conftest.py makes the rig library importable as Ansible ships it.
     path = REPO / "toolkit" / "modules" / "rig_snapshot.py"
     spec = importlib.util.spec_from_file_location("rig_snapshot", path)
     assert spec and spec.loader

@@ -13,7 +13,9 @@ passwords, farm hashes) are never read into the facts.
 
 Options (Ansible args, or `--key=value` on the command line):
   gpu_source   auto | nvml | nvidia-smi   (default auto: NVML first)
-  model_path   where models will live; free disk is measured there (default /var/lib/rigpivot)
+  model_path   where models will live; free disk is measured there, and the block device
+               under it is reported (kind: nvme, ssd, hdd, usb, mmc or unknown) for load times
+               (default /var/lib/rigpivot)
 """
 
 import json
@@ -35,7 +37,7 @@ from ansible.module_utils.rigpivot_rig import (
 )
 
 PIPED = False
-FACTS_VERSION = 1
+FACTS_VERSION = 2  # 2: host.model_disk
 SMI_FIELDS = [
     "index",
     "name",
@@ -265,6 +267,7 @@ def gather_host(model_path):
         "ram_mib": ram_kib // 1024,
         "model_path": model_path,
         "disk_free_mib": disk.free // 2**20,
+        "model_disk": model_disk(probe or "/"),
         "cpu_model": m.group(1).strip() if m else platform.processor(),
         "cpu_cores": os.cpu_count(),
         "os_id": osr.get("ID"),
@@ -273,6 +276,60 @@ def gather_host(model_path):
         "kernel": platform.release(),
         "secure_boot": _secure_boot(),
         "python": platform.python_version(),
+    }
+
+
+def model_disk(path):
+    """The block device under `path`'s filesystem: its disk's name and kind, from sysfs."""
+    try:
+        dev = os.stat(path).st_dev
+    except OSError:
+        return {"device": None, "kind": "unknown"}
+    return disk_facts(os.major(dev), os.minor(dev))
+
+
+def disk_facts(major, minor, sys_root="/sys"):
+    """Disk facts for block device major:minor: the whole disk behind a partition, and
+    behind device-mapper or md (its first member); kind from the disk's name, bus and
+    queue/rotational."""
+    node = os.path.join(sys_root, "dev", "block", "%d:%d" % (major, minor))
+    if not os.path.exists(node):  # overlayfs, tmpfs, NFS: no block device
+        return {"device": None, "kind": "unknown"}
+    real = os.path.realpath(node)
+    for _ in range(4):
+        if os.path.exists(os.path.join(real, "partition")):
+            real = os.path.dirname(real)
+        try:
+            members = sorted(os.listdir(os.path.join(real, "slaves")))
+        except OSError:
+            members = []
+        if not members:
+            break
+        real = os.path.realpath(os.path.join(real, "slaves", members[0]))
+    if os.path.exists(os.path.join(real, "partition")):
+        real = os.path.dirname(real)
+    name = os.path.basename(real)
+    rotational = (read(os.path.join(real, "queue", "rotational")) or "").strip()
+    removable = (read(os.path.join(real, "removable")) or "").strip()
+    parts = real.split(os.sep)
+    if any(p.startswith("usb") for p in parts):
+        kind = "usb"
+    elif name.startswith("nvme"):
+        kind = "nvme"
+    elif name.startswith("mmcblk"):
+        kind = "mmc"
+    elif rotational == "1":
+        kind = "hdd"
+    elif rotational == "0":
+        kind = "ssd"
+    else:
+        kind = "unknown"
+    return {
+        "device": name,
+        "kind": kind,
+        "rotational": rotational == "1" if rotational in ("0", "1") else None,
+        "removable": removable == "1" if removable in ("0", "1") else None,
+        "sys_path": real[len(sys_root) :] if real.startswith(sys_root) else real,
     }
 
 
