@@ -25,6 +25,7 @@ from toolkit.console import (
     print_run,
     print_status,
 )
+from toolkit.economics.cli import advise
 from toolkit.errors import BadInputError, InterruptedRunError, RigpivotError, UnreachableError
 from toolkit.lab.cli import lab_app
 from toolkit.models import FleetReport
@@ -43,6 +44,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(lab_app, name="lab")
+app.command("advise")(advise)
 
 Inventory = Annotated[
     Path,
