@@ -1,7 +1,7 @@
 """The WhatToMine JSON format and a card's mining revenue from it.
 
-`https://whattomine.com/coins.json` (and files of the same shape) is `{"coins": {<name>: coin}}`;
-`/coins/<id>.json` is one coin object, with its `name`. The fields used here:
+WhatToMine's coins.json (and files of the same shape) is `{"coins": {<name>: coin}}`; its
+per-coin file is one coin object, with its `name` (docs/economics.md). The fields used here:
 
   tag            "ETC"
   algorithm      "Etchash" (the miners' names differ in case and punctuation: compared
