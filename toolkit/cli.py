@@ -26,6 +26,7 @@ from toolkit.console import (
     print_run,
     print_status,
 )
+from toolkit.economics.cli import advise
 from toolkit.errors import BadInputError, InterruptedRunError, RigpivotError, UnreachableError
 from toolkit.lab.cli import lab_app
 from toolkit.models import FleetReport
@@ -45,6 +46,7 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(models_app, name="models")
+app.command("advise")(advise)
 
 Inventory = Annotated[
     Path,

@@ -19,6 +19,7 @@ from toolkit.probe import ProbeResult
 from toolkit.runner import TaskEvent
 
 if TYPE_CHECKING:
+    from toolkit.economics.engine import AdviceReport
     from toolkit.lab.rack import Lab
 
 # Where output is not a terminal (CI logs, `| tee`, a file) rich would fold every table to 80
@@ -161,6 +162,61 @@ def print_status(inventory: Path, results: list[ProbeResult]) -> None:
             ", ".join(m.name for m in f.miners) or "stopped", f.nvidia_driver or "-",
         )  # fmt: skip
     console.print(table)
+
+
+def _money(v: float | None) -> str:
+    return "?" if v is None else f"{v:,.2f}"
+
+
+def print_advice(report: AdviceReport) -> None:
+    """Per rig: mining and AI per day (revenue − power = profit), the decision and why."""
+    cur = report.currency
+    table = Table(
+        title=f"advise: {report.inventory} (per day, {cur}; power {report.power_price_mean:.3g}"
+        f"/kWh mean, {report.power_price_now:.3g} now)",
+        show_lines=True,
+    )
+    for col in ("rig", "on", "mining", "AI", "lead", "switch cost", "break-even", "decision",
+                "why"):  # fmt: skip
+        table.add_column(col, overflow="fold")
+    colour = {"convert": "green", "switch-back": "yellow", "keep-mining": "dim", "stay": "dim",
+              "undecided": "red"}  # fmt: skip
+
+    def side(rev: float | None, watts: float | None, profit: float | None) -> str:
+        if rev is None and profit is None:
+            return "?"
+        w = f" {watts:.0f} W" if watts is not None else " ? W"
+        return f"{_money(profit)}\n[dim]{_money(rev)} rev,{w}[/]"
+
+    for r in report.rigs:
+        why = [escape(r.reason)]
+        why += [f"[red]missing: {escape(m)}[/]" for m in r.missing[:4]]
+        if len(r.missing) > 4:
+            why.append(f"[red]… {len(r.missing) - 4} more missing (see JSON)[/]")
+        why += [f"[yellow]{escape(n)}[/]" for n in r.notes]
+        be = f"{r.break_even_power_price:.3g}/kWh" if r.break_even_power_price else "-"
+        c = colour[r.decision]
+        table.add_row(
+            r.host, r.side or r.state or "?",
+            side(r.mining_revenue, r.mining_watts, r.mining_profit),
+            side(r.ai_revenue, r.ai_watts, r.ai_profit) if r.fit else "[dim]unfit[/]",
+            f"{r.lead:+.0%}" if r.lead is not None else "-",
+            f"{r.switch_cost:.2f}\n[dim]{r.downtime_hours:.2g} h down[/]"
+            if r.switch_cost is not None and r.downtime_hours is not None else "-",
+            be, f"[{c}]{r.decision}[/]", "\n".join(why),
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        f"[bold]farm per day: mining {_money(report.total('mining_profit'))}, AI "
+        f"{_money(report.total('ai_profit'))}, as advised {_money(report.as_advised)} {cur}[/] "
+        f"(known figures only); convert: {', '.join(report.hosts('convert')) or 'none'}; "
+        f"switch back: {', '.join(report.hosts('switch-back')) or 'none'}"
+    )
+    for n in report.notes:
+        console.print(f"[yellow]note:[/] {escape(n)}")
+    for d, f in report.decision_files.items():
+        verb = "convert" if d == "convert" else "rollback"
+        console.print(f"{d}: {f} (`rigpivot {verb} --limit @{f}`)")
 
 
 def print_lab_status(lab: Lab) -> None:

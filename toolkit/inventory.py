@@ -41,6 +41,24 @@ class Host:
         return int(self.vars.get("ansible_port", 22))
 
 
+def _limit_patterns(limit: str) -> list[str]:
+    out: list[str] = []
+    for part in limit.split(","):
+        if not part.strip().startswith("@"):
+            out += re.split(r"[,:]", part)
+            continue
+        path = Path(part.strip()[1:])
+        try:
+            lines = path.read_text().splitlines()
+        except OSError as e:
+            raise BadInputError(f"--limit {part.strip()}: cannot read {path}: {e.strerror}") from e
+        names = [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        if not names:
+            raise BadInputError(f"--limit {part.strip()}: {path} lists no host; nothing to do")
+        out += names
+    return out
+
+
 @dataclass
 class Inventory:
     path: Path
@@ -49,12 +67,13 @@ class Inventory:
 
     def select(self, limit: str | None) -> list[Host]:
         """Hosts matching an Ansible-style --limit: names or groups, `:`/`,` separated,
-        `!x` to exclude, `*` globs."""
+        `!x` to exclude, `*` globs, `@file` for the patterns in a file, one per line (what
+        `advise --decisions-out` writes)."""
         if not limit:
             return list(self.hosts.values())
         chosen: list[str] = []
         excluded: set[str] = set()
-        for raw in re.split(r"[,:]", limit):
+        for raw in _limit_patterns(limit):
             pat = raw.strip()
             if not pat:
                 continue

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 
 from toolkit.models import FleetReport, RunReport
+
+if TYPE_CHECKING:
+    from toolkit.economics.engine import AdviceReport
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 
@@ -29,3 +33,7 @@ def preflight_html(report: FleetReport) -> str:
 
 def run_html(report: RunReport) -> str:
     return _env().get_template("run.html.j2").render(report=report)
+
+
+def advise_html(report: AdviceReport) -> str:
+    return _env().get_template("advise.html.j2").render(report=report)

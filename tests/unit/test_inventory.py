@@ -144,3 +144,18 @@ def test_role_variable_of_the_wrong_type_or_choice_is_refused(tmp_path):
         BadInputError, match=r"inference_server_engine \(host rig02\) must be one of"
     ):
         check_role_vars(inv.hosts["rig02"])
+
+
+def test_limit_at_file_takes_one_host_per_line_as_ansible_does(tmp_path):
+    inv = tmp_path / "farm.ini"
+    inv.write_text(FARM)
+    hosts = tmp_path / "convert.hosts"
+    hosts.write_text("rig02\n\n# chosen by advise\nbig\n")
+    farm = load_inventory(inv)
+    assert [h.name for h in farm.select(f"@{hosts}")] == ["rig02", "big"]
+    assert [h.name for h in farm.select(f"@{hosts},!big")] == ["rig02"]
+    hosts.write_text("")
+    with pytest.raises(BadInputError, match="lists no host"):
+        farm.select(f"@{hosts}")
+    with pytest.raises(BadInputError, match="cannot read"):
+        farm.select(f"@{tmp_path / 'none.hosts'}")
