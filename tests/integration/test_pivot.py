@@ -108,8 +108,21 @@ def test_rollback_returns_rigs_to_mining_byte_for_byte(rack, journal, before):
         assert rack.ssh(rig, "cat /var/log/lab/reboots.log 2>/dev/null", check=False) == ""
 
 
-def test_rollback_of_a_rig_that_was_never_converted_is_refused(rack, journal):
+def test_rollback_of_a_rig_that_is_mining_is_a_no_op_that_says_so(rack, journal):
+    before = rack.ssh(
+        "rig03",
+        "ls -A /var/lib/rigpivot 2>/dev/null; systemctl is-active lolminer hive-miner",
+        check=False,
+    )
     proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--limit", "rig03", "--yes",
                     "--journal", str(journal))  # fmt: skip
-    assert proc.returncode == 2
-    assert "rig03: no rigpivot snapshot on the rig" in proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    (rig,) = report(journal)["rigs"]
+    assert (rig["host"], rig["outcome"]) == ("rig03", "mining")
+    assert rig["detail"] == "mining and in no conversion: nothing to roll back"
+    after = rack.ssh(
+        "rig03",
+        "ls -A /var/lib/rigpivot 2>/dev/null; systemctl is-active lolminer hive-miner",
+        check=False,
+    )
+    assert after == before  # no record written, no unit touched
