@@ -13,7 +13,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
-from toolkit.models import FleetReport, RunReport
+from toolkit.models import FleetReport, RunReport, served_lines
 from toolkit.plan import Plan
 from toolkit.probe import ProbeResult
 from toolkit.runner import TaskEvent
@@ -131,9 +131,10 @@ def print_run(report: RunReport) -> None:
               "interrupted": "yellow", "untouched": "dim"}  # fmt: skip
     for r in report.rigs:
         c = colour.get(r.outcome, "red")
+        serves = "\n".join(served_lines(r.instances)) or f"{r.engine or ''} {r.model or ''}".strip()
         table.add_row(
-            r.host, f"[{c}]{r.outcome}[/]", r.state or "",
-            f"{r.engine or ''} {r.model or ''}".strip(), "\n".join(r.endpoints), escape(r.detail),
+            r.host, f"[{c}]{r.outcome}[/]", r.state or "", serves, "\n".join(r.endpoints),
+            escape(r.detail),
         )  # fmt: skip
     console.print(table)
     counts = Counter(r.outcome for r in report.rigs)
@@ -148,18 +149,20 @@ def print_run(report: RunReport) -> None:
 def print_status(inventory: Path, results: list[ProbeResult]) -> None:
     """Where each rig stands: its pivot record, platform, miners and driver."""
     table = Table(title=f"status: {inventory}")
-    for col in ("rig", "state", "step", "snapshot", "platform", "miner", "driver"):
+    for col in ("rig", "state", "step", "snapshot", "platform", "miner", "serves", "driver"):
         table.add_column(col)
     for r in results:
         f = r.facts
         if f is None:
-            table.add_row(r.host, "[red]unreachable[/]", escape(r.error or ""), "", "", "", "")
+            table.add_row(r.host, "[red]unreachable[/]", escape(r.error or ""), *[""] * 6)
             continue
         pv = f.pivot
         table.add_row(
             r.host, pv.state or "mining" if pv else "mining", (pv.step or "-") if pv else "-",
             (pv.snapshot_id or "-") if pv else "-", f.platform,
-            ", ".join(m.name for m in f.miners) or "stopped", f.nvidia_driver or "-",
+            ", ".join(m.name for m in f.miners) or "stopped",
+            "\n".join(served_lines(pv.instances)) if pv and pv.instances else "-",
+            f.nvidia_driver or "-",
         )  # fmt: skip
     console.print(table)
 

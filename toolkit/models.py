@@ -72,6 +72,28 @@ class MinerProcess(BaseModel):
     unit: str | None
 
 
+class ServedInstance(BaseModel):
+    """One card's inference instance as the rig recorded it (inference_server)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    gpu: int
+    port: int | None = None
+    engine: str
+    served_name: str
+    context: int | None = None
+
+
+def served_lines(instances: list[ServedInstance]) -> list[str]:
+    """Instances grouped by engine and model: ['2× vllm qwen2.5-32b-awq', ...]."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for i in instances:
+        groups.setdefault((i.engine, i.served_name), []).append(i.gpu)
+    return [
+        f"{len(g)}× {e} {m}" for (e, m), g in sorted(groups.items(), key=lambda kv: -len(kv[1]))
+    ]
+
+
 class PivotRecord(BaseModel):
     """The rig's /var/lib/rigpivot/state.json, as the probe reads it."""
 
@@ -79,6 +101,7 @@ class PivotRecord(BaseModel):
     step: str | None
     snapshot_id: str | None
     error: str | None = None
+    instances: list[ServedInstance] = []  # what each card serves, once the rig serves
 
 
 class RigFacts(BaseModel):
@@ -244,6 +267,7 @@ class RigResult(BaseModel):
     # went away or was interrupted stands, and so where the next run resumes it from.
     state: str | None = None
     step: str | None = None
+    instances: list[ServedInstance] = []  # what each card serves (a converted rig)
 
 
 class RunReport(BaseModel):

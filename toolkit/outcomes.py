@@ -8,7 +8,7 @@ is reported with the state its record holds, which is where the next run resumes
 
 from __future__ import annotations
 
-from toolkit.models import Outcome, RigResult
+from toolkit.models import Outcome, RigResult, ServedInstance
 from toolkit.plan import RigPlan
 from toolkit.runner import PlayResult, RigOutcome
 
@@ -142,6 +142,9 @@ def converted(
         res.state, res.step = "ai", "validate"
         ports = facts.get("inference_ports") or [8000 + i for i in rp.gpus]
         res.endpoints = endpoints(address, ports)
+        res.instances = [
+            ServedInstance.model_validate(i) for i in facts.get("inference_instances") or []
+        ]
         served = (facts.get("inference_engine"), facts.get("inference_model"))
         if served[0] and (served[0], served[1]) != (rp.engine, rp.model):
             # The farm file pinned something else than preflight chose (the lab serves a tiny

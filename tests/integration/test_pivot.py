@@ -3,6 +3,7 @@ rollback. Tests run in file order on one rack, as an operator's session would.""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from tests.integration.endstate import (
     rigpivot,
     snapshot_of,
     state,
+)
+from tests.integration.endstate import (
+    record as state_record,
 )
 
 pytestmark = pytest.mark.lab
@@ -126,3 +130,52 @@ def test_rollback_of_a_rig_that_is_mining_is_a_no_op_that_says_so(rack, journal)
         check=False,
     )
     assert after == before  # no record written, no unit touched
+
+
+def test_a_mixed_rig_serves_each_cards_own_plan_on_its_second_round_trip(
+    rack, journal, before, tmp_path
+):
+    """rig01 (2x RTX 3060 + 2x P106 + 2x RX 580) converts again after its rollback: a fresh
+    snapshot, and each card serves preflight's plan for it (the lab's model store holds the
+    tiny model under every catalog GGUF name; the farm file here pins only the CPU engine)."""
+    farm = tmp_path / "farm.ini"
+    farm.write_text(
+        "".join(
+            ln for ln in rack.lab.inventory.read_text().splitlines(keepends=True)
+            if not ln.startswith("inference_server_model_file=")
+        )
+    )  # fmt: skip
+    first = state_record(rack, "rig01")
+    proc = rigpivot("convert", "-i", str(farm), "--limit", "rig01", "--yes",
+                    "--journal", str(journal))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    rep = report(journal)
+    plan = json.loads((Path(rep["journal"]) / "plan.json").read_text())
+    (planned,) = [r["instances"] for r in plan["rigs"] if r["host"] == "rig01"]
+    assert len({i["model_file"] for i in planned}) >= 2, (
+        f"the mixed rig's plans are all alike: {planned}"
+    )
+
+    # A new conversion took a new snapshot; the first one stays retired.
+    record = state_record(rack, "rig01")
+    assert record["facts"]["snapshot_id"] not in first["facts"]["retired_snapshots"]
+    assert first["facts"]["retired_snapshots"] == record["facts"]["retired_snapshots"]
+
+    for inst in planned:
+        env = rack.ssh("rig01", f"cat /etc/rigpivot/inference/{inst['gpu']}.env")
+        assert f"RIGPIVOT_ENGINE={inst['engine']}\n" in env
+        assert f"RIGPIVOT_MODEL=/var/lib/rigpivot/models/{inst['model_file']}\n" in env
+        assert f"RIGPIVOT_CONTEXT={inst['context']}\n" in env
+        endpoint_answers(rack, "rig01", 8000 + inst["gpu"])
+    served = {i["gpu"]: i["served_name"] for i in record["facts"]["inference_instances"]}
+    assert served == {
+        i["gpu"]: i["model_file"].removesuffix(".gguf") for i in planned
+    }  # fmt: skip
+    (row,) = [r for r in rep["rigs"] if r["host"] == "rig01"]
+    assert {(i["gpu"], i["served_name"]) for i in row["instances"]} == set(served.items())
+
+    proc = rigpivot("rollback", "-i", str(farm), "--limit", "rig01", "--yes",
+                    "--journal", str(journal))  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    wait_for(lambda: hashing(rack, "rig01"), 60, "rig01 to hash again")
+    assert snapshot_of(rack, "rig01") == before["rig01"]

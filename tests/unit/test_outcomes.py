@@ -4,6 +4,7 @@ outcome from what the plays did, with no lab and nothing patched."""
 from __future__ import annotations
 
 from toolkit import outcomes
+from toolkit.models import served_lines
 from toolkit.plan import RigPlan
 from toolkit.runner import PlayResult, RigOutcome
 
@@ -160,3 +161,17 @@ def test_a_snapshot_that_fails_changes_nothing_the_rig_keeps_mining():
     res = converted(rig)
     assert (res.outcome, res.state) == ("not-started", "mining")
     assert "before changing the rig: No space left on device; it keeps mining" in res.detail
+
+
+def test_the_report_shows_what_each_card_serves():
+    instances = [
+        {"gpu": 0, "port": 8000, "engine": "vllm", "served_name": "qwen2.5-32b-awq"},
+        {"gpu": 1, "port": 8001, "engine": "vllm", "served_name": "qwen2.5-32b-awq"},
+        {"gpu": 2, "port": 8002, "engine": "llama.cpp", "served_name": "llama-3.1-8b-q4_k_m"},
+    ]
+    facts = {"inference_instances": instances, "inference_ports": [8000, 8001, 8002]}
+    res = converted(RigOutcome("rig01", reached=True, record={"state": "ai", "facts": facts}))
+    assert served_lines(res.instances) == [
+        "2× vllm qwen2.5-32b-awq",
+        "1× llama.cpp llama-3.1-8b-q4_k_m",
+    ]

@@ -322,8 +322,28 @@ def publish(farm_dir: Path) -> None:
 
     Re-runnable: unchanged files are left alone (the farm mirror may be serving them).
     """
-    build_tiny_model(farm_dir / "models")
+    tiny = build_tiny_model(farm_dir / "models")
+    publish_catalog_stand_ins(tiny)
     build_wheelhouse(farm_dir / "wheels")
+
+
+def publish_catalog_stand_ins(tiny: Path) -> list[Path]:
+    """The farm's model store holds every GGUF preflight can plan (`<model>-<quant>.gguf`, the
+    name the plan gives each card); the lab, which has no such files and no GPU, serves its
+    tiny model under each of those names (hard links: no space), so a lab rig can run
+    preflight's own per-card plan on llama.cpp, on CPU."""
+    from toolkit.hardware import model_catalog
+
+    catalog = model_catalog()
+    made = []
+    for key, shape in catalog.models.items():
+        for quant in shape.quants("llama.cpp", catalog.quantizations.get("llama.cpp", [])):
+            name = tiny.with_name(f"{key}-{quant.lower()}.gguf")
+            if not (name.exists() and name.samefile(tiny)):
+                name.unlink(missing_ok=True)
+                os.link(tiny, name)
+            made.append(name)
+    return made
 
 
 # -- helpers ------------------------------------------------------------------------------

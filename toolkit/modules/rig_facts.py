@@ -386,6 +386,8 @@ def gather_pivot(path="/var/lib/rigpivot/state.json"):
         "state": record.get("state"),
         "step": record.get("step"),
         "snapshot_id": facts.get("snapshot_id"),
+        # what each card serves (inference_server's record): gpu, port, engine, served_name
+        "instances": facts.get("inference_instances") or [],
     }
 
 
