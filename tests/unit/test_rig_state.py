@@ -62,3 +62,12 @@ def test_a_damaged_record_is_named_not_read_as_never_converted(tmp_path: Path):
     r = rig_state(record, state="drained")
     assert r.get("failed") and "is not valid JSON" in str(r["msg"])
     assert record.read_text() == '{"state": "dra'  # nothing half-changed
+
+
+def test_the_ledger_keeps_the_packages_a_step_is_about_to_add_not_those_the_rig_has(
+    tmp_path: Path,
+):
+    record = tmp_path / "state.json"
+    r = rig_state(record, installing=["sl", "bash"])  # sl: not on this machine; bash: is
+    assert r["changed"], r
+    assert "sl" in r["record"]["created_packages"] and "bash" not in r["record"]["created_packages"]

@@ -38,6 +38,14 @@ options:
     type: list
     elements: str
     default: []
+  installing:
+    description: >-
+      Packages (apt specs) the step is about to install; every package apt would newly
+      install for them (dependencies too, as `apt-get -s install` lists them) joins the ledger's
+      `created_packages`, which rollback purges.
+    type: list
+    elements: str
+    default: []
   retire:
     description: End the conversion (with rollback's state mining) - retire its snapshot, empty the ledger.
     type: bool
@@ -51,11 +59,31 @@ options:
 import datetime
 import json
 import os
+import re
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.rigpivot_rig import run
 
 ORDER = ["mining", "snapshotted", "drained", "stack_installed", "serving", "hardened", "ai"]
+
+
+def new_packages(specs):
+    """The packages apt would newly install for `specs` (not upgrades: those were there)."""
+    if not specs:
+        return []
+    rc, out, _ = run(["apt-get", "-s", "-o", "Debug::NoLocking=1", "install", *specs], timeout=120)
+    if rc == 0:
+        # "Inst name (version ...)" is a new package; "Inst name [old] (new ...)" an upgrade.
+        return [line.split()[1] for line in out.splitlines() if re.match(r"^Inst \S+ \(", line)]
+    # apt cannot say (lists not fetched yet): the packages named, where dpkg has none.
+    names = [re.split(r"[=<>]", spec)[0] for spec in specs]
+    return [n for n in names if not installed(n)]
+
+
+def installed(name):
+    rc, out, _ = run(["dpkg-query", "-W", "-f=${db:Status-Abbrev}", name])
+    return rc == 0 and out[1:2] == "i"
 
 
 def rank(state):
@@ -70,6 +98,7 @@ def main():
             facts=dict(type="dict", default={}),
             force=dict(type="bool", default=False),
             created=dict(type="list", elements="str", default=[]),
+            installing=dict(type="list", elements="str", default=[]),
             retire=dict(type="bool", default=False),
             path=dict(type="path", default="/var/lib/rigpivot/state.json"),
         ),
@@ -100,6 +129,9 @@ def main():
     merged.update(p["facts"])
     ledger = list(before.get("created") or [])
     ledger += [c for c in p["created"] if c not in ledger and not os.path.lexists(c)]
+    pkg_ledger = list(before.get("created_packages") or [])
+    if p["installing"] and not module.check_mode:
+        pkg_ledger += [n for n in new_packages(p["installing"]) if n not in pkg_ledger]
     if p["retire"]:
         # The conversion's facts (drained units, ports, versions) end with it: the next
         # conversion records its own. What stays is which snapshots were restored.
@@ -107,14 +139,17 @@ def main():
         if merged.get("snapshot_id") and merged["snapshot_id"] not in retired:
             retired.append(merged["snapshot_id"])
         merged = dict(p["facts"], retired_snapshots=retired, snapshot_id=None)
-        ledger = []
+        ledger, pkg_ledger = [], []
     after["facts"] = merged
     if ledger or "created" in before:
         after["created"] = ledger
+    if pkg_ledger or "created_packages" in before:
+        after["created_packages"] = pkg_ledger
     changed = (
         moved
         or merged != (before.get("facts") or {})
         or ledger != list(before.get("created") or [])
+        or pkg_ledger != list(before.get("created_packages") or [])
     )
     if changed:
         now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
