@@ -15,7 +15,7 @@ from toolkit.models import FleetReport, ModelFit, RigVerdict
 Action = Literal["convert", "return", "already-ai", "untouched", "unreachable", "quarantined"]
 # Pivot states of a rig part-way through a conversion (or a rollback cut short): such a rig is
 # always finished or returned to mining, whatever preflight thinks of it now.
-MIDWAY = ("snapshotted", "drained", "stack_installed", "serving", "hardened", "restoring")
+MIDWAY = ("snapshotted", "drained", "hardened", "stack_installed", "serving", "restoring")
 
 
 class RigPlan(BaseModel):

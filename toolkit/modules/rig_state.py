@@ -20,7 +20,7 @@ options:
   state:
     description: The state the rig has reached; omit it to record facts only.
     type: str
-    choices: [mining, snapshotted, drained, stack_installed, serving, hardened, ai, quarantined, restoring]
+    choices: [mining, snapshotted, drained, hardened, stack_installed, serving, ai, quarantined, restoring]
   step:
     description: The role or step that reached it (or recorded the facts).
     type: str
@@ -65,7 +65,8 @@ import tempfile
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.rigpivot_rig import run
 
-ORDER = ["mining", "snapshotted", "drained", "stack_installed", "serving", "hardened", "ai"]
+# Hardening comes before the engines: no inference port listens before the firewall is in force.
+ORDER = ["mining", "snapshotted", "drained", "hardened", "stack_installed", "serving", "ai"]
 
 
 def new_packages(specs):
