@@ -77,3 +77,18 @@ def test_the_probe_payload_is_one_file_that_runs_without_ansible(tmp_path: Path)
 def test_the_module_imports_the_library_in_one_statement_the_probe_can_replace():
     text = MODULE.read_text()
     assert text.count("from ansible.module_utils.rigpivot_rig import") == 1
+
+
+def test_cron_lines_that_start_a_miner_at_boot_are_found(tmp_path: Path):
+    (tmp_path / "root").write_text(
+        "@reboot /opt/lolminer/mine_etc.sh\n"  # lolMiner's wrapper, in lolMiner's folder
+        "@reboot /usr/local/bin/backup\n"
+        "0 * * * * /opt/xmrig/xmrig\n"  # not at boot
+        "# @reboot /hive/miners/t-rex/t-rex\n"
+        "@reboot sleep 30 && /hive/miners/t-rex/t-rex -c /hive/miners/t-rex/config.json\n"
+    )
+    found = library().miner_cron_lines(tables=(str(tmp_path / "*"),))
+    assert [f["line"] for f in found] == [
+        "@reboot /opt/lolminer/mine_etc.sh",
+        "@reboot sleep 30 && /hive/miners/t-rex/t-rex -c /hive/miners/t-rex/config.json",
+    ]

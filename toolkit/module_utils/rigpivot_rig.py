@@ -212,3 +212,27 @@ def find_miners(
         "orphans": sorted(m["pid"] for m in miners if not m["unit"]),
         "shared": sorted({m["host"] for m in miners if m["host"] and not m["unit"]}),
     }
+
+
+# Cron tables a miner can be started from at boot (@reboot lines): the system's and users'.
+CRON_TABLES = ("/etc/cron.d/*", "/var/spool/cron/crontabs/*")
+CRON_DISABLED = "#rigpivot-disabled# "
+
+
+def miner_cron_lines(names=MINER_NAMES, tables=CRON_TABLES):
+    """@reboot lines of the cron tables that start a known miner: [{path, line}]."""
+    import glob
+
+    wanted = [n.lower() for n in names]
+    found = []
+    for pattern in tables:
+        for path in sorted(glob.glob(pattern)):
+            for line in (read(path) or "").splitlines():
+                words = line.split()
+                if not words or words[0] != "@reboot":
+                    continue
+                # a miner's program, or its folder (/opt/lolminer/mine_etc.sh starts lolMiner)
+                parts = {part.lower() for w in words[1:] for part in w.split("/") if part}
+                if any(n in parts for n in wanted):
+                    found.append({"path": path, "line": line})
+    return found

@@ -21,10 +21,11 @@ orphans: {description: Pids of miners without a unit of their own, type: list}
 shared: {description: Units that host a miner but are never stopped (ssh, cron), type: list}
 ignored: {description: GPU processes of never-miner units (USB watchdog, rigpivot's engine), type: list}
 nvidia_smi: {description: ok, or why nvidia-smi could not list compute apps, type: str}
+cron: {description: "@reboot lines of the cron tables that start a miner ({path, line})", type: list}
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import find_miners, unit_show
+from ansible.module_utils.rigpivot_rig import find_miners, miner_cron_lines, unit_show
 
 
 def main():
@@ -34,6 +35,7 @@ def main():
         {"unit": u, "file_state": unit_show(u, ["UnitFileState"]).get("UnitFileState", "")}
         for u in found["units"]
     ]
+    found["cron"] = miner_cron_lines()
     module.exit_json(changed=False, **found)
 
 
