@@ -25,6 +25,7 @@ from toolkit.console import (
     print_preflight,
     print_run,
     print_status,
+    write_reports,
 )
 from toolkit.economics.cli import advise
 from toolkit.errors import BadInputError, InterruptedRunError, RigpivotError, UnreachableError
@@ -103,12 +104,9 @@ def preflight(
 
         report = run_preflight(inventory, limit, opts, seen)
     print_preflight(report)
-    if json_out:
-        json_out.write_text(preflight_json(report))
-        console.print(f"JSON report: {json_out}")
-    if html_out:
-        html_out.write_text(preflight_html(report))
-        console.print(f"HTML report: {html_out}")
+    write_reports(
+        json_out, lambda: preflight_json(report), html_out, lambda: preflight_html(report)
+    )
     if report.unreachable:
         raise UnreachableError(
             f"{len(report.unreachable)} rig(s) unreachable: {', '.join(report.unreachable)}"

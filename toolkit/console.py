@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,6 +38,19 @@ def _make_console(stderr: bool = False) -> Console:
 
 console = _make_console()
 err_console = _make_console(stderr=True)
+
+
+def write_reports(
+    json_out: Path | None,
+    to_json: Callable[[], str],
+    html_out: Path | None,
+    to_html: Callable[[], str],
+) -> None:
+    """Write the JSON and HTML reports asked for, and say where."""
+    for path, render, kind in ((json_out, to_json, "JSON"), (html_out, to_html, "HTML")):
+        if path:
+            path.write_text(render())
+            console.print(f"{kind} report: {path}")
 
 
 def print_preflight(report: FleetReport) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from toolkit.console import console, print_advice
+from toolkit.console import console, print_advice, write_reports
 from toolkit.economics.engine import AdviceReport, Decision, advise_fleet
 from toolkit.economics.history import (
     default_history_path,
@@ -140,12 +140,9 @@ def advise(
     if decisions_out:
         report.decision_files = write_decisions(report, decisions_out)
     print_advice(report)
-    if json_out:
-        json_out.write_text(report.model_dump_json(indent=2))
-        console.print(f"JSON report: {json_out}")
-    if html_out:
-        html_out.write_text(advise_html(report))
-        console.print(f"HTML report: {html_out}")
+    write_reports(
+        json_out, lambda: report.model_dump_json(indent=2), html_out, lambda: advise_html(report)
+    )
     if fleet.unreachable:
         raise UnreachableError(
             f"{len(fleet.unreachable)} rig(s) unreachable, not advised: "
