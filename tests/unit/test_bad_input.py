@@ -7,6 +7,7 @@ probe would show there (and end with exit 3, unreachable, rather than 2).
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -209,9 +210,14 @@ def test_rollback_of_a_rig_that_is_mining_is_a_no_op_that_says_so(
     _probed(monkeypatch, {"rig01": back, "rig02": never})
     inv = tmp_path / "farm.ini"
     inv.write_text(farm(rigport))
-    out = run("rollback", "--inventory", str(inv), "--yes", "--journal", str(tmp_path / "runs"))
+    journal = tmp_path / "runs"
+    out = run("rollback", "--inventory", str(inv), "--yes", "--journal", str(journal))
     assert out.code == 0, out.message
-    assert out.message.count("mining and in no conversion: nothing to roll back") == 2, out.message
+    (report,) = [json.loads(p.read_text()) for p in journal.glob("*/report.json")]
+    assert {(r["host"], r["outcome"], r["detail"]) for r in report["rigs"]} == {
+        (h, "mining", "mining and in no conversion: nothing to roll back")
+        for h in ("rig01", "rig02")
+    }
 
 
 def test_rollback_of_a_rig_mid_conversion_without_snapshot_is_refused_before_anything_runs(
