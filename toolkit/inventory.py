@@ -168,7 +168,8 @@ def load_inventory(path: Path) -> Inventory:
 def _manager(loader: Any, path: Path) -> Any:
     from ansible.inventory.manager import InventoryManager
 
-    return InventoryManager(loader=loader, sources=[str(path)])
+    # Ansible tags every value with the absolute path it came from, and refuses a relative one.
+    return InventoryManager(loader=loader, sources=[str(path.resolve())])
 
 
 def _precedence(group: Any) -> tuple[int, int, str]:
@@ -242,7 +243,7 @@ def _plugin_problem(path: Path) -> str | None:
     name = "yaml" if is_yaml_source(path) else "ini"
     plugin = inventory_loader.get(name)
     try:
-        plugin.parse(InventoryData(), DataLoader(), str(path), cache=False)
+        plugin.parse(InventoryData(), DataLoader(), str(path.resolve()), cache=False)
     except Exception as e:
         cause = e.__cause__ or e
         return str(getattr(cause, "message", None) or cause).strip()

@@ -159,3 +159,11 @@ def test_limit_at_file_takes_one_host_per_line_as_ansible_does(tmp_path):
         farm.select(f"@{hosts}")
     with pytest.raises(BadInputError, match="cannot read"):
         farm.select(f"@{tmp_path / 'none.hosts'}")
+
+
+def test_a_farm_file_named_by_a_relative_path_is_read(tmp_path: Path, monkeypatch):
+    """`rigpivot preflight -i inventories/lab/farm.ini`, as the README and `make demo` run it."""
+    (tmp_path / "farm.ini").write_text("[rack1]\nrig01 ansible_host=10.0.0.1\n")
+    monkeypatch.chdir(tmp_path)
+    inv = load_inventory(Path("farm.ini"))
+    assert list(inv.hosts) == ["rig01"] and inv.hosts["rig01"].vars["ansible_host"] == "10.0.0.1"
