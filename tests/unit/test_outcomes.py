@@ -62,15 +62,14 @@ def test_only_rigs_the_play_reached_and_that_still_answer_are_rolled_back():
     assert outcomes.to_roll_back(p, {"snapfail": "drained"}) == ["changed", "snapfail"]
 
 
+def failed_at_cuda() -> RigOutcome:
+    """A rig that failed part-way through conversion (its record is past `mining`)."""
+    return RigOutcome("rig01", ok=False, reached=True, failed_task="cuda: Install",
+                      message="dpkg", record={"state": "stack_installed"})  # fmt: skip
+
+
 def test_a_failed_rig_whose_rollback_worked_is_rolled_back_and_mining():
-    rig = RigOutcome(
-        "rig01",
-        ok=False,
-        reached=True,
-        failed_task="cuda: Install",
-        message="dpkg",
-        record={"state": "stack_installed"},
-    )
+    rig = failed_at_cuda()
     back = play(rig01=RigOutcome("rig01", reached=True, record={"state": "mining"}))
     res = converted(rig, back)
     assert (res.outcome, res.state) == ("rolled-back", "mining")
@@ -78,14 +77,7 @@ def test_a_failed_rig_whose_rollback_worked_is_rolled_back_and_mining():
 
 
 def test_a_failed_rig_whose_rollback_failed_is_quarantined_with_both_reasons():
-    rig = RigOutcome(
-        "rig01",
-        ok=False,
-        reached=True,
-        failed_task="cuda: Install",
-        message="dpkg",
-        record={"state": "stack_installed"},
-    )
+    rig = failed_at_cuda()
     back = play("failed", rig01=RigOutcome("rig01", ok=False, reached=True, message="mirror down"))
     res = converted(rig, back)
     assert (res.outcome, res.state) == ("quarantined", "quarantined")
@@ -93,14 +85,7 @@ def test_a_failed_rig_whose_rollback_failed_is_quarantined_with_both_reasons():
 
 
 def test_a_rig_that_went_away_during_its_rollback_is_unreachable_with_where_it_stands():
-    rig = RigOutcome(
-        "rig01",
-        ok=False,
-        reached=True,
-        failed_task="cuda: Install",
-        message="dpkg",
-        record={"state": "stack_installed"},
-    )
+    rig = failed_at_cuda()
     back = play(rig01=RigOutcome("rig01", ok=False, reached=True, unreachable=True, message="gone"))
     res = converted(rig, back, recorded=("restoring", "mining_restore"))
     assert res.outcome == "unreachable"
