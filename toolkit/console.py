@@ -14,6 +14,7 @@ from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
 
+from toolkit.journal import now
 from toolkit.models import FleetReport, RunReport, served_lines
 from toolkit.plan import Plan
 from toolkit.probe import ProbeResult
@@ -153,6 +154,8 @@ def print_run(report: RunReport) -> None:
     console.print(table)
     counts = Counter(r.outcome for r in report.rigs)
     console.print(", ".join(f"{n} {o}" for o, n in sorted(counts.items())) or "nothing to do")
+    for line in report.leases_taken_over:
+        console.print(f"[yellow]lease:[/] {escape(line)}")
     if report.stopped_early:
         console.print(f"[red]stopped early:[/] {escape(report.stopped_early)}")
     console.print(f"journal: {report.journal} (report.json, report.html)")
@@ -171,8 +174,13 @@ def print_status(inventory: Path, results: list[ProbeResult]) -> None:
             table.add_row(r.host, "[red]unreachable[/]", escape(r.error or ""), *[""] * 6)
             continue
         pv = f.pivot
+        state = pv.state or "mining" if pv else "mining"
+        if pv and pv.lease and pv.lease.live(now()):
+            state += (
+                f"\nleased by {escape(pv.lease.holder or pv.lease.run)} until {pv.lease.expires}"
+            )
         table.add_row(
-            r.host, pv.state or "mining" if pv else "mining", (pv.step or "-") if pv else "-",
+            r.host, state, (pv.step or "-") if pv else "-",
             (pv.snapshot_id or "-") if pv else "-", f.platform,
             ", ".join(m.name for m in f.miners) or "stopped",
             "\n".join(served_lines(pv.instances)) if pv and pv.instances else "-",

@@ -45,3 +45,9 @@ def describe_validation_error(error: object) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"  {loc}: {msg}")
     return "\n".join(lines)
+
+
+class LeasedError(RigpivotError):
+    """Another run holds the lease of a rig this run would change."""
+
+    exit_code = 5

@@ -1,5 +1,5 @@
-"""Where a run keeps its records on the controller: the run journal, the private snapshot store,
-and the farm lock.
+"""Where a run keeps its records on the controller: the run journal and the private snapshot
+store. (Which run may change a rig is the rig's own lease: toolkit/lease.py.)
 
 The run journal (`runs/<run id>/`) holds the preflight report, the plan, each play's
 ansible-runner private data directory (with its artifacts), and the run report (JSON and
@@ -11,61 +11,17 @@ and sha256 only.
 
 from __future__ import annotations
 
-import contextlib
 import datetime
-import fcntl
-import getpass
 import hashlib
-import os
 import secrets
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-from toolkit.errors import RigpivotError
 from toolkit.models import RunReport, SnapshotRef
 from toolkit.report import run_html
 
 
-class LockedError(RigpivotError):
-    """Another run holds the farm's lock."""
-
-    exit_code = 5
-
-
 def now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@contextlib.contextmanager
-def farm_lock(journal_root: Path, inventory: Path, command: str) -> Iterator[None]:
-    """One convert/rollback at a time per farm file: a second run refuses, naming the holder."""
-    locks = journal_root / ".locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    key = hashlib.sha256(str(inventory.resolve()).encode()).hexdigest()[:16]
-    path = locks / f"{key}.lock"
-    with path.open("a+") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "another rigpivot process"
-            raise LockedError(
-                f"{inventory} is locked by {holder}; wait for that run to end "
-                f"(the lock is released when its process exits: {path})"
-            ) from None
-        f.seek(0)
-        f.truncate()
-        f.write(
-            f"`rigpivot {command}` pid {os.getpid()} by {getpass.getuser()}@"
-            f"{socket.gethostname()} since {now()}\n"
-        )
-        f.flush()
-        try:
-            yield
-        finally:
-            f.truncate(0)
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def new_journal(root: Path) -> tuple[str, Path]:

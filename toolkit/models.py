@@ -94,6 +94,21 @@ def served_lines(instances: list[ServedInstance]) -> list[str]:
     ]
 
 
+class RigLease(BaseModel):
+    """Which run may change the rig (the record's `lease`, toolkit/modules/rig_lease.py)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    run: str
+    holder: str = ""
+    taken: str | None = None
+    expires: str | None = None
+
+    def live(self, now: str) -> bool:
+        """Whether it still holds at `now` (both ISO UTC, `...Z`, so they sort as text)."""
+        return bool(self.expires) and str(self.expires) > now
+
+
 class PivotRecord(BaseModel):
     """The rig's /var/lib/rigpivot/state.json, as the probe reads it."""
 
@@ -102,6 +117,7 @@ class PivotRecord(BaseModel):
     snapshot_id: str | None
     error: str | None = None
     instances: list[ServedInstance] = []  # what each card serves, once the rig serves
+    lease: RigLease | None = None  # the run that may change the rig now (rig_lease)
 
 
 class RigFacts(BaseModel):
@@ -281,6 +297,8 @@ class RunReport(BaseModel):
     finished: str = ""
     stopped_early: str | None = None
     interrupted: bool = False  # the operator stopped the run (SIGINT)
+    # Rigs whose expired lease of another run this run took over (a controller that died).
+    leases_taken_over: list[str] = []
     rigs: list[RigResult] = []
 
     def count(self, outcome: Outcome) -> int:

@@ -20,13 +20,13 @@ from toolkit.errors import BadInputError, RigpivotError
 from toolkit.hostkeys import ssh_vars as _ssh_vars
 from toolkit.inventory import Host
 from toolkit.journal import (
-    farm_lock,
     new_journal,
     now,
     private_dir,
     save_report,
     stored_snapshot,
 )
+from toolkit.lease import lease_vars, leased
 from toolkit.models import FleetReport, RigResult, RunReport
 from toolkit.outcomes import INTERRUPTED, Recorded
 from toolkit.plan import Plan, plan_conversion
@@ -99,33 +99,36 @@ def convert(
     # Bad input is refused before the lock, the journal or any rig is touched.
     selected, policies = check_farm(inventory, opts.limit)
     farm = {h.name: h for h in selected}
-    with farm_lock(opts.journal_root, inventory, "convert"):
-        on_stage("preflight")
-        fleet = judge_fleet(inventory, selected, policies, opts.probe)
-        plan = plan_conversion(fleet, opts.batch_size)
-        check_convert_vars([farm[r.host] for r in plan.of("convert") if r.host in farm])
-        run_id, journal = new_journal(opts.journal_root)
-        (journal / "preflight.json").write_text(fleet.model_dump_json(indent=2))
-        (journal / "plan.json").write_text(plan.model_dump_json(indent=2))
-        report = RunReport(
-            run_id=run_id, command="convert", inventory=str(inventory), check=opts.check,
-            journal=str(journal), started=now(),
-        )  # fmt: skip
-        report.rigs += [
-            outcomes.unplanned(rp) for rp in plan.rigs if rp.action not in ("convert", "return")
-        ]
-        returning = [rp.host for rp in plan.of("return")]
-        if not (plan.batches or returning) or not confirm(plan, fleet):
-            report.rigs += [outcomes.unplanned(rp) for rp in plan.of("return")]
-            report.finished = now()
-            save_report(journal, report)
-            return report
-        inventories = _plan_inventories(inventory, journal, plan, farm, opts, report)
+    on_stage("preflight")
+    fleet = judge_fleet(inventory, selected, policies, opts.probe)
+    plan = plan_conversion(fleet, opts.batch_size)
+    check_convert_vars([farm[r.host] for r in plan.of("convert") if r.host in farm])
+    run_id, journal = new_journal(opts.journal_root)
+    (journal / "preflight.json").write_text(fleet.model_dump_json(indent=2))
+    (journal / "plan.json").write_text(plan.model_dump_json(indent=2))
+    report = RunReport(
+        run_id=run_id, command="convert", inventory=str(inventory), check=opts.check,
+        journal=str(journal), started=now(),
+    )  # fmt: skip
+    report.rigs += [
+        outcomes.unplanned(rp) for rp in plan.rigs if rp.action not in ("convert", "return")
+    ]
+    returning = [rp.host for rp in plan.of("return")]
+    if not (plan.batches or returning) or not confirm(plan, fleet):
+        report.rigs += [outcomes.unplanned(rp) for rp in plan.of("return")]
+        report.finished = now()
+        save_report(journal, report)
+        return report
+    inventories = _plan_inventories(inventory, journal, plan, farm, opts, report)
+    lvars = lease_vars(run_id, "convert")
+    planned = [rp.host for rp in plan.of("convert") + plan.of("return")]
+    with leased(inventories, planned, lvars, journal, check=opts.check) as took_over:
+        report.leases_taken_over = took_over
         if returning:
             on_stage(f"returning to mining: {', '.join(returning)}")
             back = run_playbook(
                 "rollback.yml", inventories, returning, journal / "ansible" / "000-return",
-                check=opts.check, on_event=on_event, should_stop=should_stop,
+                extravars=lvars, check=opts.check, on_event=on_event, should_stop=should_stop,
             )  # fmt: skip
             report.rigs += [
                 outcomes.returned(rp, back, check=opts.check) for rp in plan.of("return")
@@ -149,7 +152,8 @@ def convert(
             # and --max-fail-percent is applied between batches.
             play = run_playbook(
                 "convert.yml", inventories, batch, journal / "ansible" / f"{n:03d}-convert",
-                extravars={"rigpivot_batch_size": len(batch), "rigpivot_max_fail_percent": 100},
+                extravars={**lvars, "rigpivot_batch_size": len(batch),
+                           "rigpivot_max_fail_percent": 100},
                 check=opts.check, on_event=on_event, should_stop=should_stop,
             )  # fmt: skip
             if not opts.check and not play.canceled:
@@ -160,7 +164,7 @@ def convert(
                 on_stage(f"batch {n}: rolling back {', '.join(touched)}")
                 rolled = run_playbook(
                     "rollback.yml", inventories, touched,
-                    journal / "ansible" / f"{n:03d}-rollback", on_event=on_event,
+                    journal / "ansible" / f"{n:03d}-rollback", extravars=lvars, on_event=on_event,
                     should_stop=should_stop,
                 )  # fmt: skip
             left = outcomes.left_midway(batch, play, touched, rolled)
@@ -236,56 +240,56 @@ def rollback(
     anything runs. `should_stop` stops the play as in `convert`; a rig stopped mid-restore
     keeps its snapshot, and the next `rollback` finishes it."""
     hosts, _ = check_farm(inventory, opts.limit)
-    with farm_lock(opts.journal_root, inventory, "rollback"):
-        probed = probe_fleet(hosts, opts.probe or ProbeOptions())
-        records = {r.host: r.facts.pivot for r in probed if r.facts is not None}
-        # A rig that mines and is in no conversion has nothing to undo (its last rollback
-        # retired that conversion's snapshot): a no-op that says so.
-        mining = [
-            h for h, pv in records.items()
-            if not (pv and pv.snapshot_id) and (pv is None or pv.state in (None, "mining"))
-        ]  # fmt: skip
-        no_snapshot = [
-            h for h, pv in records.items() if h not in mining and not (pv and pv.snapshot_id)
-        ]
-        if no_snapshot:
-            raise BadInputError(
-                ", ".join(f"{h} ({records[h].state})" for h in no_snapshot)  # type: ignore[union-attr]
-                + ": no snapshot named in the rig's pivot record, so nothing to roll back to: "
-                "see `rigpivot status` and the rig's /var/lib/rigpivot/state.json, and leave "
-                "them out with --limit; nothing was changed"
-            )
-        todo = [h for h in records if h not in mining]
-        before = {
-            r.host: (r.facts.pivot.state if r.facts and r.facts.pivot else None) for r in probed
-        }
-        run_id, journal = new_journal(opts.journal_root)
-        report = RunReport(
-            run_id=run_id, command="rollback", inventory=str(inventory), check=opts.check,
-            journal=str(journal), started=now(),
-        )  # fmt: skip
-        report.rigs += [
-            RigResult(host=r.host, outcome="unreachable", detail=r.error or "")
-            for r in probed
-            if r.facts is None
-        ]
-        report.rigs += [
-            RigResult(host=h, outcome="mining", state="mining",
-                      detail="mining and in no conversion: nothing to roll back")
-            for h in mining
-        ]  # fmt: skip
-        go = bool(todo) and confirm(todo)
-        if go and should_stop():
-            report.interrupted, report.stopped_early = True, f"{INTERRUPTED} before the play"
-            report.rigs += [RigResult(host=h, outcome="not-started") for h in todo]
-        elif go:
-            ssh_inv = journal / "ssh-inventory.yml"
-            ssh_vars = {h.name: _ssh_vars(h, opts.probe) for h in hosts if h.name in todo}
-            ssh_inv.write_text(yaml.safe_dump({"all": {"hosts": ssh_vars}}, sort_keys=True))
+    probed = probe_fleet(hosts, opts.probe or ProbeOptions())
+    records = {r.host: r.facts.pivot for r in probed if r.facts is not None}
+    # A rig that mines and is in no conversion has nothing to undo (its last rollback
+    # retired that conversion's snapshot): a no-op that says so.
+    mining = [
+        h for h, pv in records.items()
+        if not (pv and pv.snapshot_id) and (pv is None or pv.state in (None, "mining"))
+    ]  # fmt: skip
+    no_snapshot = [
+        h for h, pv in records.items() if h not in mining and not (pv and pv.snapshot_id)
+    ]
+    if no_snapshot:
+        raise BadInputError(
+            ", ".join(f"{h} ({records[h].state})" for h in no_snapshot)  # type: ignore[union-attr]
+            + ": no snapshot named in the rig's pivot record, so nothing to roll back to: "
+            "see `rigpivot status` and the rig's /var/lib/rigpivot/state.json, and leave "
+            "them out with --limit; nothing was changed"
+        )
+    todo = [h for h in records if h not in mining]
+    before = {r.host: (r.facts.pivot.state if r.facts and r.facts.pivot else None) for r in probed}
+    run_id, journal = new_journal(opts.journal_root)
+    report = RunReport(
+        run_id=run_id, command="rollback", inventory=str(inventory), check=opts.check,
+        journal=str(journal), started=now(),
+    )  # fmt: skip
+    report.rigs += [
+        RigResult(host=r.host, outcome="unreachable", detail=r.error or "")
+        for r in probed
+        if r.facts is None
+    ]
+    report.rigs += [
+        RigResult(host=h, outcome="mining", state="mining",
+                  detail="mining and in no conversion: nothing to roll back")
+        for h in mining
+    ]  # fmt: skip
+    go = bool(todo) and confirm(todo)
+    if go and should_stop():
+        report.interrupted, report.stopped_early = True, f"{INTERRUPTED} before the play"
+        report.rigs += [RigResult(host=h, outcome="not-started") for h in todo]
+    elif go:
+        ssh_inv = journal / "ssh-inventory.yml"
+        ssh_vars = {h.name: _ssh_vars(h, opts.probe) for h in hosts if h.name in todo}
+        ssh_inv.write_text(yaml.safe_dump({"all": {"hosts": ssh_vars}}, sort_keys=True))
+        lvars = lease_vars(run_id, "rollback")
+        with leased([ssh_inv, inventory], todo, lvars, journal, check=opts.check) as took_over:
+            report.leases_taken_over = took_over
             play = run_playbook(
                 "rollback.yml", [ssh_inv, inventory], todo, journal / "ansible" / "001-rollback",
-                extravars={"rigpivot_batch_size": max(1, opts.batch_size)}, check=opts.check,
-                on_event=on_event, should_stop=should_stop,
+                extravars={**lvars, "rigpivot_batch_size": max(1, opts.batch_size)},
+                check=opts.check, on_event=on_event, should_stop=should_stop,
             )  # fmt: skip
             report.interrupted = play.canceled
             if play.canceled:
@@ -296,6 +300,6 @@ def rollback(
             report.rigs += [
                 outcomes.restored(h, play, check=opts.check, recorded=recorded.get(h)) for h in todo
             ]
-        report.finished = now()
-        save_report(journal, report)
-        return report
+    report.finished = now()
+    save_report(journal, report)
+    return report

@@ -40,6 +40,8 @@ class RigOutcome:
     last_role: str | None = None  # the role (step) of the last task started on the rig
     reached: bool = False  # any task ran on the rig
     record: dict[str, Any] | None = None  # the rig's pivot record, as rig_state last wrote it
+    held_by: dict[str, Any] | None = None  # another run's live lease, when rig_lease refused
+    took_over: dict[str, Any] | None = None  # an expired lease of another run rig_lease took
 
 
 @dataclass
@@ -148,6 +150,8 @@ def run_playbook(
             res = data.get("res") or {}
             if isinstance(res.get("record"), dict):
                 rig.record = res["record"]
+            if isinstance(res.get("took_over"), dict):
+                rig.took_over = res["took_over"]
             changed = bool(res.get("changed"))
             rig.changed += int(changed)
             on_event(TaskEvent(host, task, role, "changed" if changed else "ok"))
@@ -155,6 +159,8 @@ def run_playbook(
             rig.ok = False
             rig.failed_task = f"{role}: {task}" if role else task
             rig.message = _failure_message(data.get("res") or {})
+            held = (data.get("res") or {}).get("held_by")
+            rig.held_by = held if isinstance(held, dict) else None
             on_event(TaskEvent(host, task, role, "failed"))
         elif kind == "runner_on_unreachable":
             rig.ok, rig.unreachable = False, True

@@ -200,15 +200,24 @@ def faulty_run(rack: Rack, journal: Path, before, tmp_path_factory) -> dict[str,
                 "--max-fail-percent", "100", "--journal", str(journal)]  # fmt: skip
         first = subprocess.Popen(["rigpivot", *args], stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)  # fmt: skip
-        locks = journal / ".locks"
-        wait_for(lambda: any("pid" in p.read_text() for p in locks.glob("*.lock")), 60,
-                 "the first convert to hold the farm's lock", every=0.2)  # fmt: skip
-        second = rigpivot(*args, timeout=120)
+        # The second run comes from another folder, with another journal: only the rigs' own
+        # leases can tell it the first one is at work.
+        wait_for(lambda: "lease" in record(rack, "rig01"), 300,
+                 "the first convert to hold the rigs' leases", every=0.5)  # fmt: skip
+        elsewhere = wd / "elsewhere"
+        elsewhere.mkdir()
+        second = subprocess.run(
+            ["rigpivot", *args[:-1], str(elsewhere / "runs")], cwd=elsewhere,
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
         out, err = first.communicate(timeout=1800)
-        new_runs = [p for p in set(journal.iterdir()) - runs_before if p.name != ".locks"]
+        new_runs = list(set(journal.iterdir()) - runs_before)
         models_disk = rack.ssh("rig01", f"mountpoint -q {MODELS} && ls -A {MODELS} | wc -l",
                                check=False)  # fmt: skip
+        leases_left = {r: record(rack, r)["lease"] for r in ("rig01", "rig02", "rig03")
+                       if "lease" in record(rack, r)}  # fmt: skip
         return {"first": first, "first_out": out + err, "second": second,
+                "leases_left": leases_left,
                 "report": report(journal), "new_runs": new_runs,
                 "models_disk_files": models_disk.strip()}  # fmt: skip
     finally:
@@ -220,15 +229,18 @@ def faulty_run(rack: Rack, journal: Path, before, tmp_path_factory) -> dict[str,
         pm.exec_in(rack.container("rig01"), "sh", "-c", f"umount {MODELS}; rmdir {MODELS}")
 
 
-def test_a_second_convert_refuses_naming_who_holds_the_lock(faulty_run):
+def test_a_second_convert_from_elsewhere_refuses_naming_who_holds_the_rigs(faulty_run):
     first, second = faulty_run["first"], faulty_run["second"]
     assert second.returncode == 5, second.stdout[-2000:] + second.stderr[-2000:]
     err = " ".join(second.stderr.split())
-    assert f"is locked by `rigpivot convert` pid {first.pid} by " in err, err
-    assert f"@{socket.gethostname()} since 20" in err, err
+    assert "leased to another run, so nothing was changed" in err, err
+    for rig in ("rig01", "rig02", "rig03"):
+        assert f"{rig}: `rigpivot convert` pid {first.pid} by " in err, err
+    assert f"@{socket.gethostname()} (run " in err and "until 20" in err, err
     assert "wait for that run to end" in err
-    # the refused run wrote no journal of its own: the first run's is the only new one
+    # the first run's journal is the only new one here; its rigs' leases are all let go
     assert faulty_run["new_runs"] == [Path(faulty_run["report"]["journal"])]
+    assert not faulty_run["leases_left"], faulty_run["leases_left"]
     assert first.returncode == 1, faulty_run["first_out"][-3000:]
 
 

@@ -235,4 +235,4 @@ def test_rollback_of_a_rig_mid_conversion_without_snapshot_is_refused_before_any
     assert out.code == 2
     assert "rig02 (drained): no snapshot named in the rig's pivot record" in out.message
     assert "leave them out with --limit" in out.message and "rig01" not in out.message
-    assert not [p for p in journal.iterdir() if p.name != ".locks"], "a run journal was written"
+    assert not journal.exists(), "a run journal was written"

@@ -12,7 +12,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 
-def rig_state(record: Path, **args: object) -> dict[str, object]:
+def run_module(
+    module: str, record: Path, *, check: bool = False, play_dir: Path | None = None, **args: object
+) -> dict:
+    """One task of a rig-side module, run by ansible-playbook on this machine; its result."""
     env = dict(
         os.environ,
         ANSIBLE_LIBRARY=str(REPO / "toolkit" / "modules"),
@@ -22,17 +25,21 @@ def rig_state(record: Path, **args: object) -> dict[str, object]:
         ANSIBLE_STDOUT_CALLBACK="json",
         ANSIBLE_LOAD_CALLBACK_PLUGINS="True",
     )
-    play = record.parent / "play.yml"
-    task = {"rig_state": {"path": str(record), "step": "test", **args}}
+    play = (play_dir or record.parent) / "play.yml"
+    task = {module: {"path": str(record), **args}}
     play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False,
                                  "tasks": [task | {"register": "r"}]}]))  # fmt: skip
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,",
-         str(play)],
+         *(["--check"] if check else []), str(play)],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
     return dict(result)
+
+
+def rig_state(record: Path, **args: object) -> dict:
+    return run_module("rig_state", record, step="test", **args)
 
 
 def test_the_ledger_keeps_only_paths_that_did_not_exist_and_never_forgets_one(tmp_path: Path):

@@ -236,3 +236,139 @@ def miner_cron_lines(names=MINER_NAMES, tables=CRON_TABLES):
                 if any(n in parts for n in wanted):
                     found.append({"path": path, "line": line})
     return found
+
+
+# -- the pivot record ------------------------------------------------------------------------
+
+RECORD = "/var/lib/rigpivot/state.json"
+
+
+class DamagedRecord(Exception):
+    """The record file is there but holds no pivot record (truncated, not JSON, hand-edited)."""
+
+
+def utc_now():
+    import datetime
+
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+
+
+def utc_text(moment):
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def utc_parse(text):
+    import datetime
+
+    try:
+        moment = datetime.datetime.strptime(str(text), "%Y-%m-%dT%H:%M:%SZ")
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=datetime.timezone.utc)
+
+
+# The record's lock lives in /run/lock (a tmpfs, gone at reboot with every holder), not beside
+# the record: a rig whose only record was a lease is left with no /var/lib/rigpivot at all.
+LOCK_DIR = "/run/lock"
+
+
+def record_lock_path(path=RECORD):
+    import hashlib
+
+    folder = LOCK_DIR if os.path.isdir(LOCK_DIR) else os.path.dirname(path)
+    key = hashlib.sha256(os.path.abspath(path).encode()).hexdigest()[:12]
+    return os.path.join(folder, "rigpivot-record-%s.lock" % key)
+
+
+class record_locked(object):
+    """Hold the record's lock (flock) for one read-modify-write: two SSH sessions (two
+    controllers) writing the record at once see each other's changes. A pass that writes
+    nothing (check mode) creates no lock file where there is none."""
+
+    def __init__(self, path=RECORD, write=True):
+        self.path = record_lock_path(path)
+        self.write = write
+        self.fd = None
+
+    def __enter__(self):
+        import fcntl
+
+        if not self.write and not os.path.exists(self.path):
+            return self
+        folder = os.path.dirname(self.path)
+        if not os.path.isdir(folder):
+            os.makedirs(folder, 0o755)
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self.fd is not None:
+            os.close(self.fd)  # closing the descriptor releases the lock
+        return False
+
+
+def new_record():
+    """The record of a rig rigpivot never converted."""
+    return {"state": "mining", "step": None, "facts": {}, "history": []}
+
+
+def load_record(path=RECORD):
+    """The pivot record, or a new one (`mining`) where the rig has none."""
+    import json
+
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except FileNotFoundError:
+        return new_record()
+    except ValueError as e:
+        raise DamagedRecord(
+            "%s is not valid JSON (%s): the rig's pivot record is damaged; `rigpivot rollback` "
+            "restores from the controller's copy of the snapshot, or move the file away once "
+            "the rig is known to be mining" % (path, e)
+        ) from None
+    if not isinstance(record, dict):
+        raise DamagedRecord("%s does not hold a pivot record (a JSON object)" % path)
+    return record
+
+
+def save_record(path, record):
+    """Write the record whole or not at all (a temporary file renamed over it)."""
+    import json
+    import tempfile
+
+    folder = os.path.dirname(path)
+    if not os.path.isdir(folder):
+        os.makedirs(folder, 0o755)
+    fd, tmp = tempfile.mkstemp(dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+# -- the rig lease: which run may change the rig now -----------------------------------------
+
+
+def lease_left(lease, now=None):
+    """Seconds the lease has left (0 when it has expired or cannot be read)."""
+    if not isinstance(lease, dict):
+        return 0
+    expires = utc_parse(lease.get("expires"))
+    if expires is None:
+        return 0
+    return max(0, int((expires - (now or utc_now())).total_seconds()))
+
+
+def renew_lease(record, now=None):
+    """A run that writes the record is alive: its live lease runs for its length again."""
+    import datetime
+
+    lease = record.get("lease")
+    now = now or utc_now()
+    if lease_left(lease, now) > 0 and isinstance(lease.get("ttl"), int):
+        lease["expires"] = utc_text(now + datetime.timedelta(seconds=lease["ttl"]))

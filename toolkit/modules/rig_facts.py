@@ -388,6 +388,8 @@ def gather_pivot(path="/var/lib/rigpivot/state.json"):
         "snapshot_id": facts.get("snapshot_id"),
         # what each card serves (inference_server's record): gpu, port, engine, served_name
         "instances": facts.get("inference_instances") or [],
+        # the run changing the rig now, if any (rig_lease): run, holder, taken, expires
+        "lease": record.get("lease") if isinstance(record.get("lease"), dict) else None,
     }
 
 

@@ -56,14 +56,21 @@ options:
     default: /var/lib/rigpivot/state.json
 """
 
-import datetime
 import json
 import os
 import re
-import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import run
+from ansible.module_utils.rigpivot_rig import (
+    DamagedRecord,
+    load_record,
+    record_locked,
+    renew_lease,
+    run,
+    save_record,
+    utc_now,
+    utc_text,
+)
 
 # Hardening comes before the engines: no inference port listens before the firewall is in force.
 ORDER = ["mining", "snapshotted", "drained", "hardened", "stack_installed", "serving", "ai"]
@@ -91,35 +98,8 @@ def rank(state):
     return ORDER.index(state) if state in ORDER else -1
 
 
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            state=dict(type="str", required=False, choices=[*ORDER, "quarantined", "restoring"]),
-            step=dict(type="str", required=True),
-            facts=dict(type="dict", default={}),
-            force=dict(type="bool", default=False),
-            created=dict(type="list", elements="str", default=[]),
-            installing=dict(type="list", elements="str", default=[]),
-            retire=dict(type="bool", default=False),
-            path=dict(type="path", default="/var/lib/rigpivot/state.json"),
-        ),
-        supports_check_mode=True,
-    )
-    p = module.params
-    try:
-        with open(p["path"]) as f:
-            before = json.load(f)
-    except FileNotFoundError:
-        before = {"state": "mining", "step": None, "facts": {}, "history": []}
-    except ValueError as e:
-        module.fail_json(
-            msg="%s is not valid JSON (%s): the rig's pivot record is damaged; `rigpivot rollback` "
-            "restores from the controller's copy of the snapshot, or move the file away once "
-            "the rig is known to be mining" % (p["path"], e)
-        )
-    if not isinstance(before, dict):
-        module.fail_json(msg="%s does not hold a pivot record (a JSON object)" % p["path"])
-
+def update(before, p, check_mode):
+    """The record after this step, and whether it changed."""
     after = json.loads(json.dumps(before))
     moved = False
     current = before.get("state", "mining")
@@ -131,7 +111,7 @@ def main():
     ledger = list(before.get("created") or [])
     ledger += [c for c in p["created"] if c not in ledger and not os.path.lexists(c)]
     pkg_ledger = list(before.get("created_packages") or [])
-    if p["installing"] and not module.check_mode:
+    if p["installing"] and not check_mode:
         pkg_ledger += [n for n in new_packages(p["installing"]) if n not in pkg_ledger]
     if p["retire"]:
         # The conversion's facts (drained units, ports, versions) end with it: the next
@@ -153,20 +133,41 @@ def main():
         or pkg_ledger != list(before.get("created_packages") or [])
     )
     if changed:
-        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        after["updated"] = now
+        now = utc_now()
+        after["updated"] = utc_text(now)
+        # The run that holds the rig's lease is alive while it writes: the lease runs again.
+        renew_lease(after, now)
         if moved:
             after.setdefault("history", []).append(
-                {"state": p["state"], "step": p["step"], "at": now}
+                {"state": p["state"], "step": p["step"], "at": utc_text(now)}
             )
-        if not module.check_mode:
-            os.makedirs(os.path.dirname(p["path"]), mode=0o755, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(p["path"]))
-            with os.fdopen(fd, "w") as f:
-                json.dump(after, f, indent=2, sort_keys=True)
-                f.write("\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, p["path"])
+    return after, changed
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", required=False, choices=[*ORDER, "quarantined", "restoring"]),
+            step=dict(type="str", required=True),
+            facts=dict(type="dict", default={}),
+            force=dict(type="bool", default=False),
+            created=dict(type="list", elements="str", default=[]),
+            installing=dict(type="list", elements="str", default=[]),
+            retire=dict(type="bool", default=False),
+            path=dict(type="path", default="/var/lib/rigpivot/state.json"),
+        ),
+        supports_check_mode=True,
+    )
+    p = module.params
+    with record_locked(p["path"], write=not module.check_mode):
+        try:
+            before = load_record(p["path"])
+        except DamagedRecord as e:
+            module.fail_json(msg=str(e))
+        after, changed = update(before, p, module.check_mode)
+        if changed and not module.check_mode:
+            save_record(p["path"], after)
+    current = before.get("state", "mining")
     diff = {"before": {"state": current}, "after": {"state": after["state"]}}
     module.exit_json(changed=changed, state=after["state"], record=after, diff=diff)
 
