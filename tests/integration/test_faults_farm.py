@@ -155,7 +155,7 @@ def test_a_batch_over_max_fail_percent_stops_the_run_before_the_next(rack, befor
     assert "stopped early" in mirror_down_run["proc"].stdout
     # only the first batch's plays ran
     plays = sorted(p.name for p in (Path(rep["journal"]) / "ansible").iterdir())
-    assert plays == ["001-convert", "001-rollback"]
+    assert [p for p in plays if "lease" not in p] == ["001-convert", "001-rollback"]
     for rig in ("rig02", "rig03"):
         assert untouched(rack, rig), f"{rig} was touched"
         assert assert_ai_or_mining(rack, rig, before[rig]) == "mining"

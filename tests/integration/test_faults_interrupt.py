@@ -195,7 +195,7 @@ def test_rig_killed_mid_driver_install_is_reported_and_the_next_convert_finishes
     assert "unreachable during nvidia_driver" in rig01["detail"], rig01
     assert "`convert` resumes it" in rig01["detail"]
     assert (rig01["state"], rig01["step"]) == ("drained", "mining_drain"), rig01
-    assert len(list(journal.glob(f"{rep['run_id']}/ansible/*"))) == 1, "no rollback was tried"
+    assert not list(journal.glob(f"{rep['run_id']}/ansible/*-rollback")), "a rollback was tried"
 
     # The rig comes back (power on): still drained, HiveOS still in maintenance mode (hello
     # masked, so the dashboard's rig.conf did not come back), its dpkg cut mid-configure.

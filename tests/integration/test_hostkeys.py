@@ -112,7 +112,8 @@ def test_a_key_that_changes_after_preflight_is_refused_by_ansible(
         rf"`ssh-keygen -f ['\"]?{re.escape(str(kh))}['\"]? -R ['\"]?{re.escape(name)}", res.detail
     )
     # Refused at the first connection: no rollback play for a rig nothing touched.
-    assert [p.name for p in (tmp_path / rep.run_id / "ansible").iterdir()] == ["001-convert"]
+    plays = sorted(p.name for p in (tmp_path / rep.run_id / "ansible").iterdir())
+    assert plays == ["000-lease-take", "001-convert"], plays
     assert (
         json.loads((tmp_path / rep.run_id / "report.json").read_text())["rigs"][0]["detail"]
         == res.detail
