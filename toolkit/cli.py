@@ -136,6 +136,16 @@ def _can_ask() -> bool:
     return sys.stdin.isatty()
 
 
+def _confirmed(verb: str, question: str, yes: bool, check: bool) -> bool:
+    """The operator's go-ahead: given by --yes, not needed for --check, else asked at a
+    terminal (refused as bad input where there is none to ask at)."""
+    if yes or check:
+        return True
+    if not _can_ask():
+        raise BadInputError(f"{verb} changes rigs: confirm at a terminal or pass --yes")
+    return typer.confirm(question, default=False)
+
+
 @contextlib.contextmanager
 def _stop_on_ctrl_c() -> Iterator[threading.Event]:
     """The first Ctrl-C (SIGINT) asks the run to stop cleanly: the running play is killed, no
@@ -203,11 +213,7 @@ def convert(
     def confirm(plan: Plan, fleet: FleetReport) -> bool:
         print_preflight(fleet)
         print_plan(plan, check)
-        if yes or check:
-            return True
-        if not _can_ask():
-            raise BadInputError("convert changes rigs: confirm at a terminal or pass --yes")
-        return typer.confirm("Convert these rigs?", default=False)
+        return _confirmed("convert", "Convert these rigs?", yes, check)
 
     with _stop_on_ctrl_c() as stop, Progress() as progress:
         report = run_convert(inventory, opts, confirm, progress.event, progress.stage, stop.is_set)
@@ -240,11 +246,7 @@ def rollback(
 
     def confirm(hosts: list[str]) -> bool:
         console.print(f"rollback to mining: {', '.join(hosts)}")
-        if yes or check:
-            return True
-        if not _can_ask():
-            raise BadInputError("rollback changes rigs: confirm at a terminal or pass --yes")
-        return typer.confirm("Roll these rigs back to mining?", default=False)
+        return _confirmed("rollback", "Roll these rigs back to mining?", yes, check)
 
     with _stop_on_ctrl_c() as stop, Progress() as progress:
         report = run_rollback(inventory, opts, confirm, progress.event, stop.is_set)

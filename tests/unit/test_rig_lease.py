@@ -8,12 +8,14 @@ import json
 import threading
 from pathlib import Path
 
-from tests.unit.test_rig_state import rig_state, run_module
+from tests.unit.rig_modules import run_module
+from tests.unit.test_rig_state import rig_state
 from toolkit.module_utils.rigpivot_rig import record_lock_path
 
 
 def lease(record: Path, run: str, *, check: bool = False, **args: object) -> dict:
-    return run_module("rig_lease", record, check=check, run=run, holder=f"holder of {run}", **args)
+    args = {"path": str(record), "run": run, "holder": f"holder of {run}", **args}
+    return run_module(record.parent, "rig_lease", args, check=check)
 
 
 def test_a_second_run_is_refused_naming_the_holder_and_the_time_left(tmp_path: Path):
@@ -82,7 +84,7 @@ def test_two_runs_asking_at_once_get_one_lease(tmp_path: Path):
 
     def ask(run: str) -> None:
         (tmp_path / run).mkdir()  # each run its own play: separate controllers
-        results[run] = run_module("rig_lease", record, play_dir=tmp_path / run, run=run)
+        results[run] = run_module(tmp_path / run, "rig_lease", {"path": str(record), "run": run})
 
     threads = [threading.Thread(target=ask, args=(r,)) for r in ("run-a", "run-b", "run-c")]
     for t in threads:

@@ -4,42 +4,13 @@ Ansible on this machine."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.unit.rig_modules import run_module
 
 
-def run_module(
-    module: str, record: Path, *, check: bool = False, play_dir: Path | None = None, **args: object
-) -> dict:
-    """One task of a rig-side module, run by ansible-playbook on this machine; its result."""
-    env = dict(
-        os.environ,
-        ANSIBLE_LIBRARY=str(REPO / "toolkit" / "modules"),
-        ANSIBLE_MODULE_UTILS=str(REPO / "toolkit" / "module_utils"),
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="True",
-    )
-    play = (play_dir or record.parent) / "play.yml"
-    task = {module: {"path": str(record), **args}}
-    play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False,
-                                 "tasks": [task | {"register": "r"}]}]))  # fmt: skip
-    proc = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,",
-         *(["--check"] if check else []), str(play)],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
-    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
-    return dict(result)
-
-
-def rig_state(record: Path, **args: object) -> dict:
-    return run_module("rig_state", record, step="test", **args)
+def rig_state(record: Path, **args: object) -> dict[str, object]:
+    return run_module(record.parent, "rig_state", {"path": str(record), "step": "test", **args})
 
 
 def test_the_ledger_keeps_only_paths_that_did_not_exist_and_never_forgets_one(tmp_path: Path):

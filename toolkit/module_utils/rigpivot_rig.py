@@ -2,7 +2,7 @@
 
 One definition of a miner (`MINER_NAMES`, `find_miners`), one reader of systemd's unit
 properties (`unit_show`), one nvidia-smi reader (`smi_query`, `smi_value`), one list of the PCI
-classes a GPU shows as (`GPU_CLASSES`). Ansible ships this file with each module that imports
+classes a GPU shows as (`GPU_CLASSES`) and one reader of the cards lspci lists (`pci_gpus`). Ansible ships this file with each module that imports
 it (module_utils); preflight's probe inlines it into the rig_facts payload it pipes to
 `python3 -` (toolkit/probe.py). Standard library only, and Python 3.6 syntax: old HiveOS
 images run Python 3.6.
@@ -140,6 +140,39 @@ def gpu_compute_pids():
         # "Driver/library version mismatch" after a driver upgrade: names still find miners.
         return set(), "failed: %s" % e
     return {int(r["pid"]) for r in rows if r["pid"].isdigit()}, "ok"
+
+
+# -- the PCI bus ---------------------------------------------------------------------------
+
+
+def pci_gpus(vendor=None):
+    """Every GPU on the PCI bus (a device of one of GPU_CLASSES), as `lspci -vmm -nn -D` lists
+    it: [{"slot", "class", "vendor_id", "vendor", "device_id", "device"}], only `vendor`'s
+    (a PCI vendor id, NVIDIA_VENDOR) when given. Raises RuntimeError when lspci fails."""
+    rc, out, err = run(["lspci", "-vmm", "-nn", "-D"])
+    if rc != 0:
+        raise RuntimeError((err or out).strip() or "lspci exit %d" % rc)
+    cards = []
+    for block in out.strip().split("\n\n"):
+        rec = dict(line.split(":\t", 1) for line in block.splitlines() if ":\t" in line)
+        cls = re.search(r"\[([0-9a-f]{4})\]$", rec.get("Class", ""))
+        ven = re.search(r"^(.*?)\s*\[([0-9a-f]{4})\]$", rec.get("Vendor", ""))
+        dev = re.search(r"^(.*?)\s*\[([0-9a-f]{4})\]$", rec.get("Device", ""))
+        if not (cls and ven and dev and "Slot" in rec) or cls.group(1) not in GPU_CLASSES:
+            continue
+        if vendor and ven.group(2) != vendor:
+            continue
+        cards.append(
+            {
+                "slot": rec["Slot"],
+                "class": cls.group(1),
+                "vendor_id": ven.group(2),
+                "vendor": ven.group(1),
+                "device_id": dev.group(2),
+                "device": dev.group(1),
+            }
+        )
+    return cards
 
 
 # -- miners --------------------------------------------------------------------------------

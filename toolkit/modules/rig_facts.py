@@ -28,8 +28,8 @@ import sys
 # The probe replaces this import with the library's source (and sets PIPED); keep it one
 # statement.
 from ansible.module_utils.rigpivot_rig import (
-    GPU_CLASSES,
     find_miners,
+    pci_gpus,
     read,
     run,
     smi_query,
@@ -182,20 +182,15 @@ def gpus_from_nvidia_smi():
 
 
 def gpus_from_lspci():
-    """Every display-class PCI device, as lspci names it."""
-    rc, out, _ = run(["lspci", "-vmm", "-nn", "-D"])
-    if rc != 0:
+    """Every GPU lspci lists (the library's pci_gpus), in the facts' form."""
+    try:
+        found = pci_gpus()
+    except RuntimeError:
         return []
     cards = []
-    for block in out.strip().split("\n\n"):
-        rec = dict(line.split(":\t", 1) for line in block.splitlines() if ":\t" in line)
-        cls = re.search(r"\[([0-9a-f]{4})\]$", rec.get("Class", ""))
-        ven = re.search(r"\[([0-9a-f]{4})\]$", rec.get("Vendor", ""))
-        dev = re.search(r"^(.*?)\s*\[([0-9a-f]{4})\]$", rec.get("Device", ""))
-        if not (cls and ven and dev) or cls.group(1) not in GPU_CLASSES:
-            continue
-        vendor = {"10de": "nvidia", "1002": "amd", "8086": "intel"}.get(ven.group(1), ven.group(1))
-        bus = norm_bus_id(rec["Slot"])
+    for card in found:
+        ven = card["vendor_id"]
+        bus = norm_bus_id(card["slot"])
         vram = None
         try:  # amdgpu publishes VRAM in sysfs on real rigs
             with open("/sys/bus/pci/devices/%s/mem_info_vram_total" % bus) as f:
@@ -204,10 +199,10 @@ def gpus_from_lspci():
             pass
         cards.append(
             {
-                "vendor": vendor,
-                "name": dev.group(1),
+                "vendor": {"10de": "nvidia", "1002": "amd", "8086": "intel"}.get(ven, ven),
+                "name": card["device"],
                 "bus_id": bus,
-                "pci_id": "%s:%s" % (ven.group(1), dev.group(2)),
+                "pci_id": "%s:%s" % (ven, card["device_id"]),
                 "vram_total_mib": vram,
                 "source": "lspci",
             }

@@ -291,6 +291,26 @@ static nvmlReturn_t leave(nvmlReturn_t r) {
     return r;
 }
 
+/* How every device getter begins: enter() (on failure, its error), then the arguments checked
+ * (`valid`: the out-pointers given, an argument in range; else INVALID_ARGUMENT, unlocked).
+ * Declares `g`, the device's card; the lock is held after it, so the getter ends in leave(). */
+#define GET_GPU(valid)                                 \
+    struct gpu *g;                                     \
+    nvmlReturn_t r = enter(device, &g);                \
+    if (r != NVML_SUCCESS)                             \
+        return r;                                      \
+    if (!(valid))                                      \
+        return leave(NVML_ERROR_INVALID_ARGUMENT)
+
+/* A getter of one value: `*out = expr`. */
+#define GETTER(fn, type, expr)                               \
+    API nvmlReturn_t fn(nvmlDevice_t device, type *out) {    \
+        GET_GPU(out);                                        \
+        *out = (expr);                                       \
+        return leave(NVML_SUCCESS);                          \
+    }
+#define UINT_GETTER(fn, expr) GETTER(fn, unsigned int, expr)
+
 static int busy(unsigned int index) {
     for (unsigned int i = 0; i < app_count; i++)
         if (apps[i].index == index)
@@ -461,21 +481,29 @@ API nvmlReturn_t nvmlDeviceGetHandleByIndex(unsigned int index, nvmlDevice_t *de
     return nvmlDeviceGetHandleByIndex_v2(index, device);
 }
 
-API nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
+/* The handle of the card `matches` finds `key` on (by UUID, by bus id). */
+static nvmlReturn_t find_handle(int (*matches)(const struct gpu *, const char *), const char *key,
+                                nvmlDevice_t *device) {
     pthread_mutex_lock(&lock);
     if (!init_count)
         return leave(NVML_ERROR_UNINITIALIZED);
-    if (!uuid || !device)
+    if (!key || !device)
         return leave(NVML_ERROR_INVALID_ARGUMENT);
     nvmlReturn_t r = load_state();
     if (r != NVML_SUCCESS)
         return leave(r);
     for (unsigned int i = 0; i < gpu_count; i++)
-        if (!strcmp(gpus[i].uuid, uuid)) {
+        if (matches(&gpus[i], key)) {
             *device = &handles[i];
             return leave(NVML_SUCCESS);
         }
     return leave(NVML_ERROR_NOT_FOUND);
+}
+
+static int has_uuid(const struct gpu *g, const char *uuid) { return !strcmp(g->uuid, uuid); }
+
+API nvmlReturn_t nvmlDeviceGetHandleByUUID(const char *uuid, nvmlDevice_t *device) {
+    return find_handle(has_uuid, uuid, device);
 }
 
 /* Bus ids come in several spellings ("0000:01:00.0", "00000000:01:00.0", "01:00.0"). */
@@ -488,32 +516,13 @@ static int same_bus_id(const char *a, const char *b) {
     return da == db && ba == bb && sa == sb && fa == fb;
 }
 
+static int has_bus_id(const struct gpu *g, const char *bus_id) { return same_bus_id(g->bus_id, bus_id); }
+
 API nvmlReturn_t nvmlDeviceGetHandleByPciBusId_v2(const char *pciBusId, nvmlDevice_t *device) {
-    pthread_mutex_lock(&lock);
-    if (!init_count)
-        return leave(NVML_ERROR_UNINITIALIZED);
-    if (!pciBusId || !device)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    nvmlReturn_t r = load_state();
-    if (r != NVML_SUCCESS)
-        return leave(r);
-    for (unsigned int i = 0; i < gpu_count; i++)
-        if (same_bus_id(gpus[i].bus_id, pciBusId)) {
-            *device = &handles[i];
-            return leave(NVML_SUCCESS);
-        }
-    return leave(NVML_ERROR_NOT_FOUND);
+    return find_handle(has_bus_id, pciBusId, device);
 }
 
-API nvmlReturn_t nvmlDeviceGetIndex(nvmlDevice_t device, unsigned int *index) {
-    nvmlReturn_t r = enter(device, NULL);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!index)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    *index = device->index;
-    return leave(NVML_SUCCESS);
-}
+UINT_GETTER(nvmlDeviceGetIndex, device->index)
 
 /* ------------------------------------------------------------------ identity */
 
@@ -537,24 +546,14 @@ API nvmlReturn_t nvmlDeviceGetSerial(nvmlDevice_t device, char *serial, unsigned
 }
 
 API nvmlReturn_t nvmlDeviceGetCudaComputeCapability(nvmlDevice_t device, int *major, int *minor) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!major || !minor)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(major && minor);
     *major = g->cc_major;
     *minor = g->cc_minor;
     return leave(NVML_SUCCESS);
 }
 
 API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!pci)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(pci);
     memset(pci, 0, sizeof *pci);
     snprintf(pci->busIdLegacy, sizeof pci->busIdLegacy, "%04X:%02X:%02X.0", g->pci_domain,
              g->pci_bus, g->pci_device);
@@ -570,12 +569,7 @@ API nvmlReturn_t nvmlDeviceGetPciInfo_v3(nvmlDevice_t device, nvmlPciInfo_t *pci
 /* ------------------------------------------------------------------ memory */
 
 API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memory) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!memory)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(memory);
     /* v1 counts the driver's reserved framebuffer as used, like nvidia-smi's memory.used. */
     memory->total = g->mem_total;
     memory->used = g->mem_reserved + used_bytes(g, device->index);
@@ -585,12 +579,7 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo(nvmlDevice_t device, nvmlMemory_t *memo
 
 #if GPUSIM_BRANCH_AT_LEAST(510)
 API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t *memory) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!memory)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(memory);
     if (memory->version != nvmlMemory_v2)
         return leave(NVML_ERROR_ARGUMENT_VERSION_MISMATCH);
     memory->total = g->mem_total;
@@ -602,18 +591,6 @@ API nvmlReturn_t nvmlDeviceGetMemoryInfo_v2(nvmlDevice_t device, nvmlMemory_v2_t
 #endif
 
 /* ------------------------------------------------------------------ PCIe link */
-
-#define UINT_GETTER(fn, expr)                                  \
-    API nvmlReturn_t fn(nvmlDevice_t device, unsigned int *out) { \
-        struct gpu *g;                                         \
-        nvmlReturn_t r = enter(device, &g);                    \
-        if (r != NVML_SUCCESS)                                 \
-            return r;                                          \
-        if (!out)                                              \
-            return leave(NVML_ERROR_INVALID_ARGUMENT);         \
-        *out = (expr);                                         \
-        return leave(NVML_SUCCESS);                            \
-    }
 
 UINT_GETTER(nvmlDeviceGetCurrPcieLinkGeneration, g->gen_current)
 /* "Max" is what this GPU and this host can both do (a Gen4 card on a Gen3 board says 3). */
@@ -635,12 +612,7 @@ UINT_GETTER(nvmlDeviceGetFanSpeed, g->fan[busy(device->index)])
 API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t device,
                                                               unsigned int *minLimit,
                                                               unsigned int *maxLimit) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!minLimit || !maxLimit)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(minLimit && maxLimit);
     *minLimit = g->power_min_mw;
     *maxLimit = g->power_max_mw;
     return leave(NVML_SUCCESS);
@@ -648,45 +620,21 @@ API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t devic
 
 /* Only the GPU die sensor exists (NVML_TEMPERATURE_GPU = 0). */
 API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, int sensorType, unsigned int *temp) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!temp || sensorType != 0)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(temp && sensorType == 0);
     *temp = g->temp[busy(device->index)];
     return leave(NVML_SUCCESS);
 }
 
-API nvmlReturn_t nvmlDeviceGetNumFans(nvmlDevice_t device, unsigned int *numFans) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!numFans)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    *numFans = 2;
-    return leave(NVML_SUCCESS);
-}
+UINT_GETTER(nvmlDeviceGetNumFans, 2)
 
 API nvmlReturn_t nvmlDeviceGetFanSpeed_v2(nvmlDevice_t device, unsigned int fan, unsigned int *speed) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!speed || fan >= 2)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(speed && fan < 2);
     *speed = g->fan[busy(device->index)];
     return leave(NVML_SUCCESS);
 }
 
 API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t *util) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!util)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(util);
     util->gpu = g->util_gpu[busy(device->index)];
     util->memory = g->util_mem[busy(device->index)];
     return leave(NVML_SUCCESS);
@@ -694,48 +642,16 @@ API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilizat
 
 /* nvmlClockType_t: 0 graphics, 1 SM, 2 memory, 3 video. */
 API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t device, int type, unsigned int *clock) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!clock || type < 0 || type > 3)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
+    GET_GPU(clock && type >= 0 && type <= 3);
     *clock = type == 2 ? g->clock_mem[busy(device->index)] : g->clock_sm[busy(device->index)];
     return leave(NVML_SUCCESS);
 }
 
-API nvmlReturn_t nvmlDeviceGetPerformanceState(nvmlDevice_t device, int *pState) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!pState)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    *pState = (int)g->pstate[busy(device->index)];
-    return leave(NVML_SUCCESS);
-}
-
-API nvmlReturn_t nvmlDeviceGetPersistenceMode(nvmlDevice_t device, int *mode) {
-    struct gpu *g;
-    nvmlReturn_t r = enter(device, &g);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!mode)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    *mode = g->persistence ? 1 : 0;
-    return leave(NVML_SUCCESS);
-}
+GETTER(nvmlDeviceGetPerformanceState, int, (int)g->pstate[busy(device->index)])
+GETTER(nvmlDeviceGetPersistenceMode, int, g->persistence ? 1 : 0)
 
 /* Headless rigs: no display attached or initialised on any card. */
-API nvmlReturn_t nvmlDeviceGetDisplayActive(nvmlDevice_t device, int *isActive) {
-    nvmlReturn_t r = enter(device, NULL);
-    if (r != NVML_SUCCESS)
-        return r;
-    if (!isActive)
-        return leave(NVML_ERROR_INVALID_ARGUMENT);
-    *isActive = 0;
-    return leave(NVML_SUCCESS);
-}
+GETTER(nvmlDeviceGetDisplayActive, int, 0)
 
 API nvmlReturn_t nvmlDeviceGetDisplayMode(nvmlDevice_t device, int *display) {
     return nvmlDeviceGetDisplayActive(device, display);

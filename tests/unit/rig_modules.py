@@ -1,0 +1,50 @@
+"""Run one of the rig-side modules (toolkit/modules) through ansible-playbook on this machine,
+with the rig library beside it as Ansible ships it, and return its result."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_module(
+    workdir: Path, module: str, args: dict[str, object], *, check: bool = False,
+    stand_ins: Path | None = None,
+) -> dict[str, object]:  # fmt: skip
+    """`module` with `args` in a one-task play; `stand_ins` (a folder of stand-in programs)
+    goes first on PATH."""
+    env = dict(
+        os.environ,
+        ANSIBLE_LIBRARY=str(REPO / "toolkit" / "modules"),
+        ANSIBLE_MODULE_UTILS=str(REPO / "toolkit" / "module_utils"),
+        ANSIBLE_LOCALHOST_WARNING="False",
+        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
+        ANSIBLE_STDOUT_CALLBACK="json",
+        ANSIBLE_LOAD_CALLBACK_PLUGINS="True",
+    )
+    if stand_ins is not None:
+        env["PATH"] = f"{stand_ins}{os.pathsep}{env['PATH']}"
+    play = workdir / "play.yml"
+    task = {module: args, "register": "r"}
+    play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,",
+         *(["--check"] if check else []), str(play)],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return dict(result)
+
+
+def stand_in(folder: Path, name: str, script: str) -> Path:
+    """A stand-in program `name` in `folder` (a shell script)."""
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return path

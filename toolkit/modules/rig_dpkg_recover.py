@@ -1,0 +1,67 @@
+#!/usr/bin/python3
+"""rig_dpkg_recover: finish what an interrupted dpkg left half done, before any apt work.
+
+A rig that lost power or was reset while dpkg ran (a killed conversion, a rollback cut short)
+refuses every apt operation until `dpkg --configure -a` finishes the job. This runs it only
+when dpkg has something to finish: its journal (`<admindir>/updates`) holds entries, or
+`dpkg --audit` names half-installed or half-configured packages. Best effort: a package whose
+own script fails stays as it is, for apt to fix or name; the module never fails. Changed only
+when it ran and dpkg's state moved; in check mode it says whether it would run.
+"""
+
+DOCUMENTATION = r"""
+module: rig_dpkg_recover
+short_description: Run `dpkg --configure -a` when an interrupted dpkg left work half done (best effort).
+options:
+  admindir:
+    description: dpkg's database directory.
+    type: path
+    default: /var/lib/dpkg
+"""
+
+RETURN = r"""
+pending: {description: Whether dpkg had something to finish before this ran, type: bool}
+ran: {description: Whether `dpkg --configure -a` ran, type: bool}
+configure_rc: {description: "Its exit code (null when it did not run; not `rc`, which Ansible would read as the task failing)", type: int}
+stdout: {description: What it printed, type: str}
+stderr: {description: Its errors, type: str}
+audit: {description: "`dpkg --audit` before the run", type: str}
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.rigpivot_rig import run
+
+
+def unfinished(admindir):
+    """(journal entries, `dpkg --audit` text): what dpkg has left to finish."""
+    try:
+        journal = sorted(n for n in os.listdir(os.path.join(admindir, "updates")) if n.isdigit())
+    except OSError:
+        journal = []
+    # --audit exits 1 when it finds something (newer dpkg): its text is the answer.
+    _, out, _ = run(["dpkg", "--admindir=%s" % admindir, "--audit"], timeout=120)
+    return journal, out.strip()
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(admindir=dict(type="path", default="/var/lib/dpkg")),
+        supports_check_mode=True,
+    )
+    admindir = module.params["admindir"]
+    before = unfinished(admindir)
+    pending = bool(before[0] or before[1])
+    result = dict(
+        pending=pending, ran=False, configure_rc=None, stdout="", stderr="", audit=before[1]
+    )
+    if not pending or module.check_mode:
+        module.exit_json(changed=pending, **result)
+    rc, out, err = run(["dpkg", "--admindir=%s" % admindir, "--configure", "-a"], timeout=3600)
+    result.update(ran=True, configure_rc=rc, stdout=out, stderr=err)
+    module.exit_json(changed=rc == 0 or unfinished(admindir) != before, **result)
+
+
+if __name__ == "__main__":
+    main()
