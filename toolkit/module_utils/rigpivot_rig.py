@@ -351,6 +351,9 @@ def _cgminer_json(port, command, timeout=API_TIMEOUT_S):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     try:
         s.sendall(json.dumps({"command": command}).encode())
+        # The request is whole: a server that reads lines (an HTTP API on the same port)
+        # then answers at once instead of waiting out the timeout.
+        s.shutdown(socket.SHUT_WR)
         chunks = []
         while True:
             data = s.recv(65536)
