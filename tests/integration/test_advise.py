@@ -149,4 +149,3 @@ def test_advised_again_the_converted_rig_stays_on_its_snapshots_mining_figures(
         "--yes", "--journal", str(journal),
     )  # fmt: skip
     assert proc.returncode == 2, proc.stdout + proc.stderr
-
