@@ -30,6 +30,7 @@ class GpuFacts(BaseModel):
     power_min_w: float | None = None
     power_max_w: float | None = None
     power_default_w: float | None = None
+    power_draw_w: float | None = None  # drawn when probed (facts_version 3)
     vbios: str | None = None
     temperature_c: int | None = None
     source: Literal["nvml", "nvidia-smi", "lspci"]
@@ -70,6 +71,43 @@ class MinerProcess(BaseModel):
     pid: int
     exe: str
     unit: str | None
+
+
+class MinerCardRate(BaseModel):
+    """One card's hashrate as its miner's API reports it (bus_id where the API gives it)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    index: int | None = None
+    bus_id: str | None = None
+    hashrate_hs: float | None = None
+
+
+class MinerStats(BaseModel):
+    """A running miner's own figures from its local API (module_utils/rigpivot_rig.py:
+    read_miner_api); `error` says why there are none (API off, unreachable, not read)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    miner: str
+    pid: int | None = None
+    port: int | None = None
+    api: str | None = None
+    algorithm: str | None = None
+    hashrate_hs: float | None = None
+    gpus: list[MinerCardRate] = []
+    error: str | None = None
+
+
+class MiningMeasured(BaseModel):
+    """The mining figures a conversion's snapshot recorded before the drain (rig_snapshot's
+    manifest `measured`), read back by the probe for a rig that now serves AI."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    taken: str | None = None
+    power_draw_w: dict[str, float] = {}  # by bus_id
+    miner_stats: list[MinerStats] = []
 
 
 class ServedInstance(BaseModel):
@@ -118,6 +156,7 @@ class PivotRecord(BaseModel):
     error: str | None = None
     instances: list[ServedInstance] = []  # what each card serves, once the rig serves
     lease: RigLease | None = None  # the run that may change the rig now (rig_lease)
+    mining_measured: MiningMeasured | None = None  # the snapshot's figures (facts_version 3)
 
 
 class RigFacts(BaseModel):
@@ -137,6 +176,7 @@ class RigFacts(BaseModel):
     mining: bool
     hive: dict[str, str | None] | None
     pivot: PivotRecord | None = None
+    miner_stats: list[MinerStats] = []  # facts_version 3
 
 
 class ModelFit(BaseModel):

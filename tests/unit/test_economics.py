@@ -34,7 +34,7 @@ from toolkit.economics.history import (
     read_journal,
     save_history,
 )
-from toolkit.economics.inputs import build_inputs, load_measurements
+from toolkit.economics.inputs import Figure, Measurements, build_inputs, load_measurements
 from toolkit.economics.prices import (
     DecisionSettings,
     PriceSourceError,
@@ -43,7 +43,17 @@ from toolkit.economics.prices import (
 )
 from toolkit.errors import BadInputError
 from toolkit.inventory import Host
-from toolkit.models import FleetReport, PivotRecord, RigResult, RunReport
+from toolkit.models import (
+    FleetReport,
+    MinerCardRate,
+    MinerProcess,
+    MinerStats,
+    MiningMeasured,
+    PivotRecord,
+    RigResult,
+    RunReport,
+    ServedInstance,
+)
 from toolkit.policy import Policy, judge_rig
 
 DATA = Path(__file__).parent / "data" / "economics"
@@ -143,7 +153,9 @@ def test_a_missing_measurement_is_named_not_invented(tmp_path):
     assert notes == ["measurements for rig77: not a rig of this farm file (ignored)"]
     adv = advise_fleet(rigs, p, coins, AdviseHistory(), [], NOW).rigs[0]
     assert adv.cards[2].mining_revenue is None and adv.mining_profit is None
-    assert "card 2 NVIDIA GeForce RTX 3060: hashrate (not measured)" in adv.missing
+    assert (
+        "card 2 NVIDIA GeForce RTX 3060: hashrate (not measured: no miner running)" in adv.missing
+    )
     assert adv.decision == "undecided" and "mining profit unknown" in adv.reason
 
 
@@ -371,3 +383,97 @@ def test_a_url_source_is_cached_and_its_failure_is_named_not_fatal(tmp_path, ser
     assert "cannot fetch it" in notes[0]
     with pytest.raises(PriceSourceError, match="no cached copy"):
         load_whattomine(served.url, tmp_path / "empty", timeout_s=2)
+
+
+# -- measured by the probe ----------------------------------------------------------------------
+
+
+def t_rex(*rates: tuple[str, float], error: str | None = None) -> MinerStats:
+    return MinerStats(
+        miner="t-rex", pid=100, port=4067, api="http://127.0.0.1:4067/summary",
+        algorithm="etchash", hashrate_hs=sum(r for _, r in rates),
+        gpus=[MinerCardRate(index=i, bus_id=b, hashrate_hs=r) for i, (b, r) in enumerate(rates)],
+        error=error,
+    )  # fmt: skip
+
+
+def test_a_mining_rig_is_advised_on_what_its_miner_and_nvml_measure(tmp_path):
+    p = load_prices(prices(tmp_path))
+    coins, _ = load_whattomine(p.mining.whattomine)
+    facts = rig(
+        *[card("rtx3060", i, power_default_w=170.0, power_limit_w=170.0, power_draw_w=115.0)
+          for i in range(3)]
+    )  # fmt: skip
+    facts.miners = [MinerProcess(name="t-rex", pid=100, exe="/hive/miners/t-rex/t-rex", unit=None)]
+    # the miner hashes on two of the three cards (the third is left out of its config)
+    facts.miner_stats = [t_rex(("0000:01:00.0", 47e6), ("0000:02:00.0", 46e6))]
+    rigs, _ = build_inputs(fleet(("rig01", facts)))
+    c0, _, c2 = rigs[0].cards
+    assert c0.hashrate == {"etchash": 47e6} and c0.hashrate_source == "t-rex API"
+    assert c0.mining_watts == Figure(value=115.0, source="measured (nvml)")
+    # not hashing: its draw is no mining figure; the limit stands in, labelled
+    assert c2.hashrate == {} and c2.hashrate_missing == "no miner's API lists this card"
+    assert c2.mining_watts == Figure(value=170.0, source="power limit (not measured)")
+    adv = advise_fleet(rigs, p, coins, AdviseHistory(), [], NOW).rigs[0]
+    assert adv.cards[0].mining_revenue == pytest.approx(47e6 * etc_per_hs_day() * 0.99)
+    assert adv.cards[0].hashrate_source == "t-rex API"
+    assert (
+        "card 2 NVIDIA GeForce RTX 3060: hashrate (not measured: no miner's API lists this card)"
+        in adv.missing
+    )
+
+
+def test_a_miner_whose_api_is_down_is_named_as_the_reason():
+    facts = rig(card("rtx3060", 0, power_default_w=170.0, power_limit_w=170.0))
+    facts.miner_stats = [
+        MinerStats(miner="lolminer", pid=7, port=4069, error="API (default port 4069) did not "
+                   "answer: http://127.0.0.1:4069/summary: Connection refused")
+    ]  # fmt: skip
+    rigs, _ = build_inputs(fleet(("rig01", facts)))
+    assert rigs[0].cards[0].hashrate_missing == (
+        "lolminer: API (default port 4069) did not answer: "
+        "http://127.0.0.1:4069/summary: Connection refused"
+    )
+
+
+def test_a_converted_rig_is_advised_on_its_snapshots_mining_figures_and_its_draw_serving(tmp_path):
+    p = load_prices(prices(tmp_path))
+    coins, _ = load_whattomine(p.mining.whattomine)
+    facts = rig(
+        *[card("rtx3060", i, power_default_w=170.0, power_limit_w=136.0, power_draw_w=131.0)
+          for i in range(2)]
+    )  # fmt: skip
+    facts.pivot = PivotRecord(
+        state="ai", step="validate", snapshot_id="20250601T000000Z",
+        instances=[ServedInstance(gpu=0, port=8000, engine="llama.cpp", served_name="m"),
+                   ServedInstance(gpu=1, port=8001, engine="llama.cpp", served_name="m")],
+        mining_measured=MiningMeasured(
+            taken="2025-06-01T00:00:00Z",
+            power_draw_w={"0000:01:00.0": 116.0, "0000:02:00.0": 118.0},
+            miner_stats=[t_rex(("0000:01:00.0", 47e6), ("0000:02:00.0", 46e6))],
+        ),
+    )  # fmt: skip
+    rigs, _ = build_inputs(fleet(("rig01", facts)))
+    c0, c1 = rigs[0].cards
+    snap = "measured before conversion (snapshot 2025-06-01T00:00:00Z)"
+    assert rigs[0].side == "ai"
+    assert (c0.hashrate, c0.hashrate_source) == ({"etchash": 47e6}, snap)
+    assert c1.mining_watts == Figure(value=118.0, source=snap)
+    assert c0.inference_watts == Figure(value=131.0, source="measured (nvml), serving")
+    adv = advise_fleet(rigs, p, coins, AdviseHistory(), [], NOW).rigs[0]
+    assert adv.mining_watts == 234.0 and adv.ai_watts == 262.0 and adv.missing == []
+
+
+def test_the_measurements_file_overrides_the_probe():
+    facts = rig(card("rtx3060", 0, power_default_w=170.0, power_limit_w=170.0, power_draw_w=115.0))
+    facts.miner_stats = [t_rex(("0000:01:00.0", 47e6))]
+    rigs, _ = build_inputs(
+        fleet(("rig01", facts)),
+        Measurements.model_validate(
+            {"rigs": {"rig01": {"cards": [{"index": 0, "hashrate": {"etchash": 50e6},
+                                          "mining_watts": 120}]}}}
+        ),
+    )  # fmt: skip
+    c = rigs[0].cards[0]
+    assert (c.hashrate, c.hashrate_source) == ({"etchash": 50e6}, "measurements file")
+    assert c.mining_watts == Figure(value=120.0, source="measurements file")

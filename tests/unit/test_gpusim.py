@@ -4,8 +4,10 @@ pynvml (through the compiled libnvidia-ml.so.1) asked what a probe would ask."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,7 +20,7 @@ from toolkit.lab.catalog import build_rig, load_catalog
 
 IMAGE_DIR = Path(drivers.__file__).with_name("image")
 OVERLAY = IMAGE_DIR / "overlay"
-GPUSIM_FILES = ("gpusim.py", "nvidia-smi")
+GPUSIM_FILES = ("gpusim.py", "nvidia-smi", "cuda-watch")
 as_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing GPU settings needs root")
 
 
@@ -229,13 +231,90 @@ def test_a_compute_process_loads_its_card(rig: Rig) -> None:
     assert rig.gpusim("attach", str(me), "/hive/miners/t-rex/t-rex", "4500", "1").returncode == 0
     rig.gpusim("attach", "999999999", "dead-miner", "4000", "0")  # a pid that cannot exist
     rows = rig.query("memory.used,power.draw,utilization.gpu,pstate", "-i", "0,1")
-    assert rows == [["300", "17.00", "0", "P8"], ["4800", "144.50", "100", "P2"]]  # 10% / 85%
+    # idle: 10 % of the default limit; a miner: the card's mining draw (profiles.yml)
+    assert rows == [["300", "17.00", "0", "P8"], ["4800", "115.00", "100", "P2"]]
     apps = rig.smi("--query-compute-apps=pid,process_name,used_gpu_memory,gpu_uuid", "--format=csv")
     assert apps.stdout.splitlines() == [
         "pid, process_name, used_gpu_memory [MiB], gpu_uuid",
         f"{me}, /hive/miners/t-rex/t-rex, 4500 MiB, {rig.state()['1.uuid']}",
     ]
     assert f"|    1   N/A  N/A{me:>10}      C   /hive/miners/t-rex/t-rex" in rig.smi().stdout
+
+
+def test_a_card_draws_its_mining_or_inference_wattage_by_what_runs_on_it(rig: Rig) -> None:
+    """hive-mixed6's cards: RTX 3060 mines at 115 W and serves at 140 W, P106-100 at 90 and
+    100 W (toolkit/lab/profiles.yml); a power limit below caps both; NVML says the same."""
+    me = os.getpid()
+    rig.gpusim("attach", str(me), "/hive/miners/t-rex/t-rex", "4800", "0", "2")
+    with subprocess.Popen(["sleep", "30"]) as engine:
+        try:
+            rig.gpusim(
+                "attach", str(engine.pid), "/opt/rigpivot/llama.cpp/bin/python", "900", "1", "3"
+            )
+            assert rig.query("power.draw", "-i", "0,1,2,3") == [
+                ["115.00"],
+                ["140.00"],
+                ["90.00"],
+                ["100.00"],
+            ]
+            rig.gpusim("set-power", "1", "136000")  # power_profile's 80 % cap
+            rig.gpusim("set-power", "2", "80000")
+            assert rig.query("power.draw,utilization.gpu", "-i", "1,2") == [
+                ["136.00", "92"],
+                ["80.00", "100"],
+            ]
+            if importlib.util.find_spec("pynvml"):
+                out = rig.pynvml(
+                    "import pynvml as N\nN.nvmlInit()\nprint([N.nvmlDeviceGetPowerUsage("
+                    "N.nvmlDeviceGetHandleByIndex(i)) for i in range(4)])\n"
+                )
+                assert out.stdout.strip() == "[115000, 136000, 80000, 100000]", out.stderr
+            # a miner left beside the engine: the card is mining
+            rig.gpusim("attach", str(me), "lolMiner", "4800", "3")
+            assert rig.query("power.draw", "-i", "3") == [["90.00"]]
+        finally:
+            engine.kill()
+
+
+def test_an_inference_engine_rigpivot_started_holds_its_card(rig: Rig, tmp_path: Path) -> None:
+    """The lab's engines run on the CPU: cuda-watch registers each rigpivot instance (found by
+    the settings systemd gives it) on its card, as a CUDA context would, and forgets it once
+    it is gone."""
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"\0" * (3 << 20))
+    env = {
+        "RIGPIVOT_ENGINE": "llama.cpp",
+        "CUDA_VISIBLE_DEVICES": "1",
+        "RIGPIVOT_MODEL": str(model),
+    }
+    watch = (
+        "import importlib.machinery, types, sys\n"
+        f"l = importlib.machinery.SourceFileLoader('w', {str(rig.root / 'usr/lib/gpusim/cuda-watch')!r})\n"
+        "m = types.ModuleType('w'); m.__file__ = l.path; l.exec_module(m); m.step()\n"
+    )
+    with subprocess.Popen(["sleep", "30"], env={**os.environ, **env}) as engine:
+        try:
+            assert rig.run(sys.executable, "-c", watch).returncode == 0
+            rows = rig.query("memory.used,power.draw", "-i", "1")
+            assert rows == [["815", "140.00"]]  # 300 reserved + 3 MiB model + 512 MiB context
+            apps = rig.smi("--query-compute-apps=pid,process_name", "--format=csv,noheader")
+            assert apps.stdout.splitlines() == [f"{engine.pid}, sleep"]
+        finally:
+            engine.kill()
+    assert rig.run(sys.executable, "-c", watch).returncode == 0
+    assert not (rig.root / "run/gpusim/apps" / str(engine.pid)).exists()
+    assert rig.query("power.draw", "-i", "1") == [["17.00"]]
+
+
+def test_the_simulators_list_of_miners_is_the_same_in_nvidia_smi_and_nvml() -> None:
+    sys.path.insert(0, str(OVERLAY / "usr/lib/gpusim"))
+    try:
+        import gpusim  # type: ignore[import-not-found]
+    finally:
+        sys.path.pop(0)
+    c = (IMAGE_DIR / "libnvidia-ml" / "nvml_shim.c").read_text()
+    block = c[c.index("MINER_PROGRAMS[] = {") : c.index("};", c.index("MINER_PROGRAMS[] = {"))]
+    assert tuple(re.findall(r'"([^"]+)"', block)) == gpusim.MINER_PROGRAMS
 
 
 # ------------------------------------------------------------------ driver lifecycle

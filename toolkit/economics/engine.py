@@ -100,6 +100,7 @@ class CardEconomics(BaseModel):
     coin: str | None = None
     algorithm: str | None = None
     hashrate_hs: float | None = None
+    hashrate_source: str | None = None
     mining_revenue: float | None = None
     mining_watts: float | None = None
     mining_watts_source: str | None = None
@@ -126,8 +127,10 @@ def mining_figures(
     if card.mining_watts:
         out.mining_watts = card.mining_watts.value
         out.mining_watts_source = card.mining_watts.source
+    out.hashrate_source = card.hashrate_source
     if not card.hashrate:
-        out.missing.append("hashrate (not measured)")
+        out.missing.append(f"hashrate (not measured: {card.hashrate_missing})"
+                           if card.hashrate_missing else "hashrate (not measured)")  # fmt: skip
         return out
     best: tuple[float, str, str, float] | None = None
     for key, hs in card.hashrate.items():

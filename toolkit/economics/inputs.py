@@ -1,8 +1,10 @@
 """What advise knows about each rig and card: preflight's verdict and plan, plus measured figures
 (hashrate by algorithm, mining and inference watts).
 
-Until the probe reads them (the miner's API, NVML), measured figures come from a JSON file
-(`advise --measurements FILE`), the same shape the probe will fill in:
+The probe measures them (facts_version 3): each card's power draw (NVML, else nvidia-smi), each
+miner's hashrate per card from its local API, and, for a converted rig, the figures its
+conversion's snapshot recorded before the drain. A JSON file (`advise --measurements FILE`)
+overrides them figure by figure (a wattmeter at the wall, a benchmark's tokens/s):
 
     {"rigs": {"rig01": {"cards": [
         {"bus_id": "0000:01:00.0", "hashrate": {"etchash": 47.1e6},
@@ -22,7 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from toolkit.errors import BadInputError, describe_validation_error
-from toolkit.models import FleetReport, GpuFacts, RigVerdict
+from toolkit.models import CardVerdict, FleetReport, GpuFacts, MinerStats, RigVerdict
 
 Side = Literal["mining", "ai"]
 
@@ -88,6 +90,8 @@ class CardInput(BaseModel):
     name: str
     fit: bool
     hashrate: dict[str, float]  # H/s by algorithm or coin tag; empty: not measured
+    hashrate_source: str | None = None  # where it was read (the miner's API, the snapshot)
+    hashrate_missing: str | None = None  # why there is none, when the probe can tell
     mining_watts: Figure | None
     inference_watts: Figure | None
     model: str | None  # the model the card would serve (preflight's plan)
@@ -137,6 +141,41 @@ def _inference_cap(g: GpuFacts | None, percent: float) -> Figure | None:
     )
 
 
+def _card_rates(
+    stats: list[MinerStats], card: CardVerdict
+) -> tuple[dict[str, float], list[str], list[str]]:
+    """The card's hashrate by algorithm from its miners' APIs (matched by bus id, else by
+    NVIDIA index for the cards NVML numbers), the APIs it came from, and why not."""
+    rates: dict[str, float] = {}
+    apis: list[str] = []
+    why: list[str] = []
+    for s in stats:
+        if s.error and not s.gpus:
+            why.append(f"{s.miner}: {s.error}")
+            continue
+        mine = [
+            g
+            for g in s.gpus
+            if g.bus_id == card.bus_id
+            or (g.bus_id is None and card.index is not None and g.index == card.index)
+        ]
+        if not mine:
+            continue
+        hs = sum(g.hashrate_hs or 0 for g in mine)
+        if not s.algorithm:
+            why.append(f"{s.miner}'s API names no algorithm")
+        elif hs > 0:
+            rates[s.algorithm] = rates.get(s.algorithm, 0) + hs
+            apis.append(f"{s.miner} API")
+    if not rates and not why and stats:
+        why.append("no miner's API lists this card")
+    return rates, apis, why
+
+
+def _snapshot_label(taken: str | None) -> str:
+    return f"measured before conversion (snapshot{' ' + taken if taken else ''})"
+
+
 def build_inputs(
     fleet: FleetReport,
     measurements: Measurements | None = None,
@@ -167,29 +206,68 @@ def build_inputs(
             if m_i is not None:
                 used.add(m_i)
             g = _gpu(rig, c.bus_id)
+            facts = rig.facts
+            pv = facts.pivot if facts else None
+            # Hashrate: the measurements file, else the miners' APIs now (a mining rig), else
+            # what the snapshot recorded before the conversion drained the miners (an AI rig).
+            rates: dict[str, float] = {}
+            rate_source: str | None = None
+            rate_missing: str | None = None
+            snap = pv.mining_measured if pv else None
+            if m and m.hashrate:
+                rates, rate_source = dict(m.hashrate), "measurements file"
+            elif facts is not None and side == "mining":
+                rates, apis, why = _card_rates(facts.miner_stats, c)
+                if rates:
+                    rate_source = ", ".join(dict.fromkeys(apis))
+                elif not facts.miner_stats:
+                    rate_missing = "no miner running"
+                else:
+                    rate_missing = "; ".join(why)
+            elif side == "ai":
+                if snap is None:
+                    rate_missing = "the conversion's snapshot recorded no mining figures"
+                else:
+                    rates, _, why = _card_rates(snap.miner_stats, c)
+                    if rates:
+                        rate_source = _snapshot_label(snap.taken)
+                    else:
+                        rate_missing = "snapshot: " + ("; ".join(why) or "no miner ran")
+            hashing = bool(rates)
             mining_w: Figure | None = None
             if m and m.mining_watts:
-                mining_w = Figure(value=m.mining_watts, source="measured")
+                mining_w = Figure(value=m.mining_watts, source="measurements file")
+            elif side == "mining" and hashing and g and g.power_draw_w:
+                # The card is hashing now: what it draws is what mining costs.
+                mining_w = Figure(value=g.power_draw_w, source=f"measured ({g.source})")
+            elif side == "ai" and hashing and snap and snap.power_draw_w.get(c.bus_id):
+                mining_w = Figure(
+                    value=snap.power_draw_w[c.bus_id], source=_snapshot_label(snap.taken)
+                )
             elif side == "mining" and g and g.power_limit_w:
                 # On a mining rig the limit in force is the miner's: the card draws no more.
                 mining_w = Figure(value=g.power_limit_w, source="power limit (not measured)")
+            serving = pv is not None and any(i.gpu == c.index for i in pv.instances)
             infer_w: Figure | None = None
             if m and m.inference_watts:
-                infer_w = Figure(value=m.inference_watts, source="measured")
+                infer_w = Figure(value=m.inference_watts, source="measurements file")
+            elif side == "ai" and serving and g and g.power_draw_w:
+                infer_w = Figure(value=g.power_draw_w, source=f"measured ({g.source}), serving")
             elif side == "ai" and g and g.power_limit_w:
                 infer_w = Figure(value=g.power_limit_w, source="power limit (not measured)")
             else:
                 infer_w = _inference_cap(g, pct)
             decode: Figure | None = None
             if m and m.decode_tokens_s:
-                decode = Figure(value=m.decode_tokens_s, source="measured")
+                decode = Figure(value=m.decode_tokens_s, source="measurements file")
             elif c.best and c.best.decode_tokens_s:
                 decode = Figure(
                     value=c.best.decode_tokens_s, source="preflight's bound (bandwidth / bytes)"
                 )
             card = CardInput(
                 index=c.index, bus_id=c.bus_id, name=c.name, fit=c.fit,
-                hashrate=dict(m.hashrate) if m else {}, mining_watts=mining_w,
+                hashrate=rates, hashrate_source=rate_source, hashrate_missing=rate_missing,
+                mining_watts=mining_w,
                 inference_watts=infer_w,
                 model=f"{c.best.model_name} {c.best.quant}" if c.best else None,
                 decode_tokens_s=decode,

@@ -48,6 +48,15 @@ class PowerLimits(_Strict):
     default: int
     min: int
     max: int
+    mining: int = Field(gt=0)  # watts drawn with a miner on the card
+    inference: int = Field(gt=0)  # watts drawn with an inference engine decoding on it
+
+    @model_validator(mode="after")
+    def _draws_within_the_range(self) -> PowerLimits:
+        for name in ("mining", "inference"):
+            if getattr(self, name) > self.max:
+                raise ValueError(f"{name} draw {getattr(self, name)} W exceeds max {self.max} W")
+        return self
 
 
 class CardModel(_Strict):

@@ -9,10 +9,12 @@ images run Python 3.6.
 """
 
 import fnmatch
+import json
 import os
 import re
 import subprocess
 import time
+from typing import Any  # noqa: F401 (type comments; Python 3.6 has typing)
 
 # Miner programs as farms run them, matched case-insensitively against a process's program
 # name (comm, argv[0]) and, for interpreted miners and wrapper scripts, argv[1]. A process
@@ -405,3 +407,292 @@ def renew_lease(record, now=None):
     now = now or utc_now()
     if lease_left(lease, now) > 0 and isinstance(lease.get("ttl"), int):
         lease["expires"] = utc_text(now + datetime.timedelta(seconds=lease["ttl"]))
+
+# -- what the rig measures: each card's power draw, each miner's hashrate -------------------
+
+
+def smi_power_draw():
+    """{bus_id (0000:01:00.0): watts} from nvidia-smi's power.draw; {} when it cannot tell."""
+    try:
+        rows = smi_query("gpu", ["pci.bus_id", "power.draw"])
+    except RuntimeError:
+        return {}
+    out = {}
+    for r in rows:
+        watts = smi_value(r["power.draw"])
+        if isinstance(watts, (int, float)):
+            out[norm_bus_id(r["pci.bus_id"])] = float(watts)
+    return out
+
+
+def norm_bus_id(bus_id):
+    """'00000000:01:00.0' (NVML), '0000:01:00.0' and '01:00.0' (lspci) -> '0000:01:00.0'."""
+    parts = bus_id.strip().lower().split(":")
+    domain = int(parts[0], 16) if len(parts) == 3 else 0
+    return "%04x:%s:%s" % (domain, parts[-2][-2:], parts[-1])
+
+
+# Each miner's local API as it ships: the port it listens on unless its command line (or the
+# config file it names) says otherwise, and the protocol. "cgminer": the sgminer/cgminer JSON
+# API over a plain TCP socket (TeamRedMiner), tried before HTTP on the same port.
+MINER_APIS = {  # type: dict[str, Any]
+    "t-rex": {"port": 4067, "paths": ["/summary"], "options": ["--api-bind-http"]},
+    "lolminer": {"port": 4069, "paths": ["/summary", "/"], "options": ["--apiport"]},
+    # xmrig's HTTP API is off unless --http-port or the config's http.port turns it on.
+    "xmrig": {"port": None, "paths": ["/1/summary"], "options": ["--http-port"]},
+    "teamredminer": {
+        "port": 4028, "paths": ["/summary"], "cgminer": True, "options": ["--api_listen"],
+    },
+    "trm": {"port": 4028, "paths": ["/summary"], "cgminer": True, "options": ["--api_listen"]},
+}  # fmt: skip
+API_TIMEOUT_S = 3
+# Options naming a config file the API's address may be in (T-Rex, xmrig).
+CONFIG_OPTIONS = ("-c", "--config")
+
+
+def _argv(pid):
+    raw = read("/proc/%s/cmdline" % pid, "rb") or b""
+    return [a.decode("utf-8", "replace") for a in raw.split(b"\0") if a]
+
+
+def _port_of(spec):
+    """'0.0.0.0:4067', '127.0.0.1:4067', '4067' -> 4067; '0' (API off) and junk -> None."""
+    tail = str(spec).rsplit(":", 1)[-1].strip()
+    return int(tail) if tail.isdigit() and 0 < int(tail) < 65536 else None
+
+
+def miner_api_port(name, pid):
+    """The port the miner's API listens on: its command line, else the config file it was
+    given (T-Rex's `api-bind-http`, xmrig's `http.port`), else the miner's default.
+    (port, how it was found) or (None, why not)."""
+    api = MINER_APIS.get(name)
+    if api is None:
+        return None, "rigpivot does not read %s's API" % name
+    argv = _argv(pid)
+    config = None
+    for i, arg in enumerate(argv):
+        key, eq, value = arg.partition("=")
+        if not eq:
+            value = argv[i + 1] if i + 1 < len(argv) else ""
+        if key in api["options"]:
+            port = _port_of(value)
+            if port is None:
+                return None, "its API is off (%s %s)" % (key, value)
+            return port, "command line"
+        if key in CONFIG_OPTIONS:
+            config = value
+    if config:
+        if not os.path.isabs(config):
+            cwd = os.path.realpath("/proc/%s/cwd" % pid)
+            config = os.path.join(cwd, config)
+        try:
+            conf = json.loads(read(config) or "null")
+        except ValueError:
+            conf = None
+        if isinstance(conf, dict):
+            spec = conf.get("api-bind-http")
+            http = conf.get("http")
+            if spec is None and isinstance(http, dict):
+                spec = http.get("port") if http.get("enabled") else 0
+            if spec is not None:
+                port = _port_of(spec)
+                if port is None:
+                    return None, "its API is off (%s: %s)" % (config, spec)
+                return port, "config file"
+    if api["port"] is None:
+        return None, "its API is off (%s opens it only when told a port)" % name
+    return api["port"], "default"
+
+
+def _http_json(port, path, timeout=API_TIMEOUT_S):
+    import urllib.request
+
+    # The miner is on this rig: never through a proxy the environment names.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
+        return json.loads(r.read().decode("utf-8", "replace"))
+
+
+def _cgminer_json(port, command, timeout=API_TIMEOUT_S):
+    import socket
+
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    try:
+        s.sendall(json.dumps({"command": command}).encode())
+        # The request is whole: a server that reads lines (an HTTP API on the same port)
+        # then answers at once instead of waiting out the timeout.
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        s.close()
+    # sgminer ends its answer with a NUL byte.
+    return json.loads(b"".join(chunks).rstrip(b"\0").decode("utf-8", "replace"))
+
+
+def _num(v):
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+def parse_miner_api(data):
+    """One miner API answer -> {algorithm, hashrate_hs, gpus: [{bus_id, index, hashrate_hs}]}.
+
+    Shapes read: T-Rex's /summary (`hashrate` H/s, `gpus[]` with `pci_bus`/`pci_domain` or
+    `bus_id`), lolMiner's /summary (`Algorithms[].Worker_Performance` in `Performance_Unit`,
+    `Workers[].PCIE_Address` "bus:device"), xmrig's /1/summary (`hashrate.total[0]`, the 10 s
+    average; a CPU miner: no cards) and the sgminer/cgminer API (TeamRedMiner: `summary` and
+    `devs` with `KHS 30s`/`MHS 30s`). Raises ValueError for anything else."""
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    if isinstance(data.get("Algorithms"), list):  # lolMiner
+        algos = [a for a in data["Algorithms"] if isinstance(a, dict)]
+        if not algos:
+            raise ValueError("lolMiner API: no algorithm")
+        algo = algos[0]
+        factor = _num(algo.get("Performance_Factor"))
+        if factor is None:
+            unit = str(algo.get("Performance_Unit", "")).lower()
+            prefix = unit[:1] if unit[:1] in "kmgt" and unit[1:2] == "h" else ""
+            factor = {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[prefix]
+        workers = data.get("Workers")
+        workers = workers if isinstance(workers, list) else []
+        per = algo.get("Worker_Performance")
+        per = per if isinstance(per, list) else []
+        gpus = []
+        for i, perf in enumerate(per):
+            w = workers[i] if i < len(workers) and isinstance(workers[i], dict) else {}
+            addr = str(w.get("PCIE_Address", ""))
+            bus = None
+            if ":" in addr:
+                b = addr.split(":")[0]
+                try:
+                    bus = "0000:%02x:00.0" % int(b, 16)
+                except ValueError:
+                    bus = None
+            hs = _num(perf)
+            gpus.append({
+                "index": w.get("Index", i) if isinstance(w.get("Index", i), int) else i,
+                "bus_id": bus,
+                "hashrate_hs": hs * factor if hs is not None else None,
+            })  # fmt: skip
+        total = _num(algo.get("Total_Performance"))
+        return {
+            "algorithm": str(algo.get("Algorithm", "")) or None,
+            "hashrate_hs": total * factor if total is not None else None,
+            "gpus": gpus,
+        }
+    if isinstance(data.get("hashrate"), dict):  # xmrig
+        totals = data["hashrate"].get("total") or []
+        return {
+            "algorithm": str(data.get("algo", "")) or None,
+            "hashrate_hs": _num(totals[0]) if totals else None,
+            "gpus": [],
+        }
+    if "SUMMARY" in data or "summary" in data or "DEVS" in data:  # sgminer / cgminer
+
+        def body(key):
+            part = data.get(key.lower(), data)
+            if isinstance(part, list) and part:
+                part = part[0]
+            rows = part.get(key) if isinstance(part, dict) else None
+            return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+        def rate(row):
+            for key, f in (("MHS 30s", 1e6), ("KHS 30s", 1e3), ("MHS av", 1e6), ("KHS av", 1e3)):
+                if _num(row.get(key)) is not None:
+                    return row[key] * f
+            return None
+
+        summary = body("SUMMARY")
+        gpus = [
+            {"index": d.get("GPU"), "bus_id": None, "hashrate_hs": rate(d)} for d in body("DEVS")
+        ]
+        total = rate(summary[0]) if summary else None
+        if total is None and gpus:
+            rates = [g["hashrate_hs"] for g in gpus]
+            total = sum(rates) if None not in rates else None
+        return {"algorithm": None, "hashrate_hs": total, "gpus": gpus}
+    if "hashrate" in data or "gpus" in data:  # T-Rex (and miners that copy its summary)
+        gpus = []
+        for g in data.get("gpus") or []:
+            if not isinstance(g, dict):
+                continue
+            bus = g.get("bus_id")
+            if isinstance(bus, str) and ":" in bus:
+                bus = norm_bus_id(bus)
+            elif isinstance(g.get("pci_bus"), int):
+                dom = g.get("pci_domain")
+                bus = "%04x:%02x:00.0" % (dom if isinstance(dom, int) else 0, g["pci_bus"])
+            else:
+                bus = None
+            idx = g.get("device_id", g.get("gpu_id"))
+            gpus.append({
+                "index": idx if isinstance(idx, int) else None,
+                "bus_id": bus,
+                "hashrate_hs": _num(g.get("hashrate")),
+            })  # fmt: skip
+        return {
+            "algorithm": str(data.get("algorithm", "")) or None,
+            "hashrate_hs": _num(data.get("hashrate")),
+            "gpus": gpus,
+        }
+    raise ValueError(
+        "not a miner API answer rigpivot reads (keys: %s)" % ", ".join(sorted(data)[:8])
+    )
+
+
+def read_miner_api(name, pid):
+    """What a running miner's API says: {miner, pid, port, api, algorithm, hashrate_hs, gpus,
+    error}. An unknown miner, an API that is off, unreachable or unreadable gives error (the
+    reason) and no figures; never an exception."""
+    name = name.lower()
+    out = {
+        "miner": name, "pid": pid, "port": None, "api": None, "algorithm": None,
+        "hashrate_hs": None, "gpus": [], "error": None,
+    }  # fmt: skip
+    port, how = miner_api_port(name, pid)
+    if port is None:
+        out["error"] = how
+        return out
+    out["port"] = port
+    api = MINER_APIS[name]
+    errors = []
+    tries = [("cgminer", "summary+devs")] if api.get("cgminer") else []
+    tries += [("http", p) for p in api["paths"]]
+    for kind, what in tries:
+        try:
+            data = _cgminer_json(port, what) if kind == "cgminer" else _http_json(port, what)
+            parsed = parse_miner_api(data)
+        except Exception as e:  # refused, timed out, not JSON, not a miner's answer
+            errors.append("%s: %s" % (
+                "tcp://127.0.0.1:%d %s" % (port, what) if kind == "cgminer"
+                else "http://127.0.0.1:%d%s" % (port, what),
+                str(e) or type(e).__name__,
+            ))  # fmt: skip
+            continue
+        out.update(parsed)
+        out["api"] = (
+            "tcp://127.0.0.1:%d (%s)" % (port, what)
+            if kind == "cgminer"
+            else "http://127.0.0.1:%d%s" % (port, what)
+        )
+        if out["hashrate_hs"] is None and not any(g["hashrate_hs"] for g in out["gpus"]):
+            out["error"] = "the API reports no hashrate yet"
+        return out
+    out["error"] = "API (%s port %d) did not answer: %s" % (how, port, "; ".join(errors))
+    return out
+
+
+def miner_stats(miners):
+    """read_miner_api for each miner process ({name, pid}), one entry per pid."""
+    seen, out = set(), []
+    for m in miners:
+        if m["pid"] in seen:
+            continue
+        seen.add(m["pid"])
+        out.append(read_miner_api(m["name"], m["pid"]))
+    return out

@@ -30,6 +30,8 @@ import sys
 from ansible.module_utils.rigpivot_rig import (
     find_miners,
     pci_gpus,
+    miner_stats,
+    norm_bus_id,
     read,
     run,
     smi_query,
@@ -37,7 +39,9 @@ from ansible.module_utils.rigpivot_rig import (
 )
 
 PIPED = False
-FACTS_VERSION = 2  # 2: host.model_disk
+# 2: host.model_disk; 3: each card's power_draw_w, each miner's API figures (miner_stats),
+# and the mining figures the snapshot of a converted rig recorded (pivot.mining_measured)
+FACTS_VERSION = 3
 SMI_FIELDS = [
     "index",
     "name",
@@ -55,17 +59,11 @@ SMI_FIELDS = [
     "power.min_limit",
     "power.max_limit",
     "power.default_limit",
+    "power.draw",
     "vbios_version",
     "temperature.gpu",
     "driver_version",
 ]
-
-
-def norm_bus_id(bus_id):
-    """'00000000:01:00.0' (NVML), '0000:01:00.0' and '01:00.0' (lspci) -> '0000:01:00.0'."""
-    parts = bus_id.strip().lower().split(":")
-    domain = int(parts[0], 16) if len(parts) == 3 else 0
-    return "%04x:%s:%s" % (domain, parts[-2][-2:], parts[-1])
 
 
 def gpus_from_nvml():
@@ -119,6 +117,8 @@ def gpus_from_nvml():
                     "power_min_w": _watts(mw[1]),
                     "power_max_w": _watts(mw[2]),
                     "power_default_w": _watts(mw[3]),
+                    # what the card draws now (a miner hashing, an engine serving, or idle)
+                    "power_draw_w": _watts(opt(n.nvmlDeviceGetPowerUsage, h)),
                     "vbios": text(opt(n.nvmlDeviceGetVbiosVersion, h)),
                     "temperature_c": opt(n.nvmlDeviceGetTemperature, h, 0),
                     "source": "nvml",
@@ -168,6 +168,7 @@ def gpus_from_nvidia_smi():
                 "power_min_w": smi_value(row["power.min_limit"]),
                 "power_max_w": smi_value(row["power.max_limit"]),
                 "power_default_w": smi_value(row["power.default_limit"]),
+                "power_draw_w": smi_value(row["power.draw"]),
                 "vbios": row["vbios_version"] if not row["vbios_version"].startswith("[") else None,
                 "temperature_c": smi_value(row["temperature.gpu"]),
                 "source": "nvidia-smi",
@@ -348,6 +349,8 @@ def gather_mining():
         {"name": m["name"], "pid": m["pid"], "exe": m["exe"], "unit": m["unit"]}
         for m in find_miners()["miners"]
     ]
+    # Each miner's own figures from its local API (hashrate, per card where it says); a miner
+    # whose API is off, unreachable or unknown is listed with the reason.
     hive = None
     if os.path.exists("/hive-config/rig.conf"):
         conf = _kv(read("/hive-config/rig.conf"))
@@ -360,7 +363,30 @@ def gather_mining():
         if hive is not None or os.path.isdir("/hive/bin")
         else ("linux" if miners else "none")
     )
-    return {"platform": platform_name, "miners": miners, "mining": bool(miners), "hive": hive}
+    return {
+        "platform": platform_name,
+        "miners": miners,
+        "mining": bool(miners),
+        "hive": hive,
+        "miner_stats": miner_stats(miners),
+    }
+
+
+SNAPSHOT_ROOT = "/var/lib/rigpivot/snapshots"  # rig_snapshot's (mining_snapshot's) root
+
+
+def snapshot_measured(snapshot_id, root=SNAPSHOT_ROOT):
+    """The mining figures a conversion's snapshot recorded before the drain (rig_snapshot's
+    manifest `measured`): what the rig earned mining, for a rig that now serves AI."""
+    if not snapshot_id or "/" in snapshot_id:
+        return None
+    try:
+        with open(os.path.join(root, snapshot_id, "manifest.json")) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    measured = manifest.get("measured") if isinstance(manifest, dict) else None
+    return measured if isinstance(measured, dict) else None
 
 
 def gather_pivot(path="/var/lib/rigpivot/state.json"):
@@ -385,6 +411,7 @@ def gather_pivot(path="/var/lib/rigpivot/state.json"):
         "instances": facts.get("inference_instances") or [],
         # the run changing the rig now, if any (rig_lease): run, holder, taken, expires
         "lease": record.get("lease") if isinstance(record.get("lease"), dict) else None,
+        "mining_measured": snapshot_measured(facts.get("snapshot_id")),
     }
 
 

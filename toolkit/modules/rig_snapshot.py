@@ -49,7 +49,14 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import exec_paths, smi_query, smi_value, unit_show
+from ansible.module_utils.rigpivot_rig import (
+    exec_paths,
+    miner_stats,
+    smi_power_draw,
+    smi_query,
+    smi_value,
+    unit_show,
+)
 
 # Unit files under these belong to packages (HiveOS's own or Debian's): not operator config.
 PACKAGE_UNIT_DIRS = ("/lib/systemd/", "/usr/lib/systemd/")
@@ -99,6 +106,18 @@ def power_state():
         for r in rows
         if r["index"].isdigit()
     ]
+
+
+def mining_measured(miners):
+    """What the rig earns mining, measured as the conversion starts (before the drain): each
+    card's power draw (nvidia-smi) and each miner's figures from its API. advise reads them
+    back for a rig that now serves AI (rig_facts: pivot.mining_measured)."""
+    draw = smi_power_draw() if shutil.which("nvidia-smi") else {}
+    return {
+        "taken": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "power_draw_w": draw,
+        "miner_stats": miner_stats([m for m in miners if m.get("name") and m.get("pid")]),
+    }
 
 
 def driver_version():
@@ -212,6 +231,7 @@ def take(params, units, snap_dir):
         "power": power_state(),
         "miners": [{"name": m.get("name"), "unit": m.get("unit")} for m in params["miners"]],
         "platform": params["platform"],
+        "measured": mining_measured(params["miners"]),
     }
 
 

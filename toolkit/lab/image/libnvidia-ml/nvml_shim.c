@@ -12,6 +12,7 @@
  * Struct layouts and version words follow nvml.h as pynvml mirrors them.
  */
 #define _GNU_SOURCE
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <pthread.h>
@@ -90,7 +91,7 @@ typedef struct {
 #define MIB (1024ull * 1024ull)
 #define NOT_AVAILABLE 0xFFFFFFFFu
 
-/* One card, as gpusim.py renders it. `busy` is derived from the apps directory. */
+/* One card, as gpusim.py renders it. Its operating point is derived from the apps directory. */
 struct gpu {
     char name[96], uuid[96], serial[32], bus_id[32], vbios[32];
     unsigned int pci_domain, pci_bus, pci_device, pci_device_id, pci_subsystem_id;
@@ -98,9 +99,10 @@ struct gpu {
     int cc_major, cc_minor;
     unsigned int gen_current, gen_max, gen_gpu_max, gen_host_max, width_current, width_max;
     unsigned int power_default_mw, power_min_mw, power_max_mw, power_limit_mw, persistence;
-    /* operating points: [0] idle, [1] running a compute process */
-    unsigned int power_mw[2], temp[2], fan[2], util_gpu[2], util_mem[2], clock_sm[2],
-        clock_mem[2], pstate[2];
+    /* operating points: [0] idle, [1] a miner on it, [2] another compute process (an
+       inference engine); see workload() */
+    unsigned int power_mw[3], temp[3], fan[3], util_gpu[3], util_mem[3], clock_sm[3],
+        clock_mem[3], pstate[3];
 };
 
 struct app {
@@ -168,13 +170,11 @@ static void set_field(struct gpu *g, const char *key, const char *v) {
         U("power_default_mw", power_default_mw), U("power_min_mw", power_min_mw),
         U("power_max_mw", power_max_mw), U("power_limit_mw", power_limit_mw),
         U("persistence", persistence),
-        U("idle.power_mw", power_mw[0]), U("busy.power_mw", power_mw[1]),
-        U("idle.temp", temp[0]), U("busy.temp", temp[1]), U("idle.fan", fan[0]),
-        U("busy.fan", fan[1]), U("idle.util_gpu", util_gpu[0]), U("busy.util_gpu", util_gpu[1]),
-        U("idle.util_mem", util_mem[0]), U("busy.util_mem", util_mem[1]),
-        U("idle.clock_sm", clock_sm[0]), U("busy.clock_sm", clock_sm[1]),
-        U("idle.clock_mem", clock_mem[0]), U("busy.clock_mem", clock_mem[1]),
-        U("idle.pstate", pstate[0]), U("busy.pstate", pstate[1]),
+#define P(f, k) U("idle." k, f[0]), U("mining." k, f[1]), U("inference." k, f[2])
+        P(power_mw, "power_mw"), P(temp, "temp"), P(fan, "fan"), P(util_gpu, "util_gpu"),
+        P(util_mem, "util_mem"), P(clock_sm, "clock_sm"), P(clock_mem, "clock_mem"),
+        P(pstate, "pstate"),
+#undef P
 #undef U
     };
     if (!strcmp(key, "name")) copy(g->name, sizeof g->name, v);
@@ -311,11 +311,41 @@ static nvmlReturn_t leave(nvmlReturn_t r) {
     }
 #define UINT_GETTER(fn, expr) GETTER(fn, unsigned int, expr)
 
-static int busy(unsigned int index) {
-    for (unsigned int i = 0; i < app_count; i++)
-        if (apps[i].index == index)
+/* Programs whose compute work is mining (gpusim.py: MINER_PROGRAMS, the same list). */
+static const char *const MINER_PROGRAMS[] = {
+    "t-rex", "lolminer", "teamredminer", "nbminer", "gminer", "phoenixminer", "ethminer",
+    "bzminer", "rigel", "excavator", "onezerominer", "miniz", "xmrig",
+};
+
+static int is_miner(const char *name) {
+    char prog[256];
+    size_t len = strcspn(name, " ");
+    const char *base = name;
+    for (size_t i = 0; i < len; i++)
+        if (name[i] == '/')
+            base = name + i + 1;
+    size_t n = (size_t)(name + len - base);
+    if (n >= sizeof prog)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        prog[i] = (char)tolower((unsigned char)base[i]);
+    prog[n] = 0;
+    for (size_t i = 0; i < sizeof MINER_PROGRAMS / sizeof MINER_PROGRAMS[0]; i++)
+        if (!strcmp(prog, MINER_PROGRAMS[i]))
             return 1;
     return 0;
+}
+
+/* The card's operating point: 0 idle, 1 a miner on it (wins), 2 other compute (inference). */
+static int workload(unsigned int index) {
+    int point = 0;
+    for (unsigned int i = 0; i < app_count; i++)
+        if (apps[i].index == index) {
+            if (is_miner(apps[i].name))
+                return 1;
+            point = 2;
+        }
+    return point;
 }
 
 static unsigned long long used_bytes(const struct gpu *g, unsigned int index) {
@@ -606,8 +636,8 @@ UINT_GETTER(nvmlDeviceGetMaxPcieLinkWidth, g->width_max)
 UINT_GETTER(nvmlDeviceGetPowerManagementLimit, g->power_limit_mw)
 UINT_GETTER(nvmlDeviceGetPowerManagementDefaultLimit, g->power_default_mw)
 UINT_GETTER(nvmlDeviceGetEnforcedPowerLimit, g->power_limit_mw)
-UINT_GETTER(nvmlDeviceGetPowerUsage, g->power_mw[busy(device->index)])
-UINT_GETTER(nvmlDeviceGetFanSpeed, g->fan[busy(device->index)])
+UINT_GETTER(nvmlDeviceGetPowerUsage, g->power_mw[workload(device->index)])
+UINT_GETTER(nvmlDeviceGetFanSpeed, g->fan[workload(device->index)])
 
 API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t device,
                                                               unsigned int *minLimit,
@@ -621,7 +651,7 @@ API nvmlReturn_t nvmlDeviceGetPowerManagementLimitConstraints(nvmlDevice_t devic
 /* Only the GPU die sensor exists (NVML_TEMPERATURE_GPU = 0). */
 API nvmlReturn_t nvmlDeviceGetTemperature(nvmlDevice_t device, int sensorType, unsigned int *temp) {
     GET_GPU(temp && sensorType == 0);
-    *temp = g->temp[busy(device->index)];
+    *temp = g->temp[workload(device->index)];
     return leave(NVML_SUCCESS);
 }
 
@@ -629,25 +659,25 @@ UINT_GETTER(nvmlDeviceGetNumFans, 2)
 
 API nvmlReturn_t nvmlDeviceGetFanSpeed_v2(nvmlDevice_t device, unsigned int fan, unsigned int *speed) {
     GET_GPU(speed && fan < 2);
-    *speed = g->fan[busy(device->index)];
+    *speed = g->fan[workload(device->index)];
     return leave(NVML_SUCCESS);
 }
 
 API nvmlReturn_t nvmlDeviceGetUtilizationRates(nvmlDevice_t device, nvmlUtilization_t *util) {
     GET_GPU(util);
-    util->gpu = g->util_gpu[busy(device->index)];
-    util->memory = g->util_mem[busy(device->index)];
+    util->gpu = g->util_gpu[workload(device->index)];
+    util->memory = g->util_mem[workload(device->index)];
     return leave(NVML_SUCCESS);
 }
 
 /* nvmlClockType_t: 0 graphics, 1 SM, 2 memory, 3 video. */
 API nvmlReturn_t nvmlDeviceGetClockInfo(nvmlDevice_t device, int type, unsigned int *clock) {
     GET_GPU(clock && type >= 0 && type <= 3);
-    *clock = type == 2 ? g->clock_mem[busy(device->index)] : g->clock_sm[busy(device->index)];
+    *clock = type == 2 ? g->clock_mem[workload(device->index)] : g->clock_sm[workload(device->index)];
     return leave(NVML_SUCCESS);
 }
 
-GETTER(nvmlDeviceGetPerformanceState, int, (int)g->pstate[busy(device->index)])
+GETTER(nvmlDeviceGetPerformanceState, int, (int)g->pstate[workload(device->index)])
 GETTER(nvmlDeviceGetPersistenceMode, int, g->persistence ? 1 : 0)
 
 /* Headless rigs: no display attached or initialised on any card. */

@@ -9,6 +9,8 @@ What lives where, as on a real rig:
   lines (`count=N`, then `<nvidia index>.<field>=...`, see render_state) read by
   libnvidia-ml.so.1 (C) and nvidia-smi, rewritten atomically;
 - /run/gpusim/apps/<pid>: a process using GPUs, one `<nvidia index> <MiB> <name>` line per GPU;
+  a card runs at its idle, mining or inference operating point by what runs on it
+  (workload_of: a miner's program name, else an inference engine);
 - /run/gpusim/pci.dump: the rig's PCI config space, for the real lspci (`lspci -F`).
 
 Every path is prefixed with $GPUSIM_ROOT so the whole simulator runs on a host tree in tests.
@@ -131,30 +133,55 @@ def _thermal(power_mw: int, default_mw: int, index: int) -> tuple[int, int]:
     return temp, fan
 
 
-def _operating_points(limit_mw: int, default_mw: int, index: int) -> dict[str, int]:
+# Programs whose compute work is mining: a card running one draws its mining wattage, a card
+# running any other compute process (an inference engine) its inference wattage. The same
+# list is in libnvidia-ml (nvml_shim.c: MINER_PROGRAMS); tests/unit/test_gpusim.py holds
+# them equal.
+MINER_PROGRAMS = (
+    "t-rex", "lolminer", "teamredminer", "nbminer", "gminer", "phoenixminer", "ethminer",
+    "bzminer", "rigel", "excavator", "onezerominer", "miniz", "xmrig",
+)  # fmt: skip
+# Operating points, in the order libnvidia-ml indexes them (0, 1, 2).
+WORKLOADS = ("idle", "mining", "inference")
+
+
+def workload_of(app_names: list[str]) -> str:
+    """What a card is doing from the processes on it: mining wins over inference (a miner
+    left beside an engine holds the card at its mining draw)."""
+    if not app_names:
+        return "idle"
+    if any(os.path.basename(n.split()[0]).lower() in MINER_PROGRAMS for n in app_names if n):
+        return "mining"
+    return "inference"
+
+
+def _operating_points(
+    limit_mw: int, default_mw: int, index: int, mining_mw: int, inference_mw: int
+) -> dict[str, int]:
+    """Idle, mining and inference points at the card's power limit in force. A miner at a
+    farm's usual OC draws `mining_mw` (memory-bound Etchash, core clocks down); an inference
+    engine decoding draws `inference_mw`; a lower limit caps both, as the card's firmware does."""
     idle_mw = default_mw // 10
-    busy_mw = limit_mw * 85 // 100
-    idle_temp, idle_fan = _thermal(idle_mw, default_mw, index)
-    busy_temp, busy_fan = _thermal(busy_mw, default_mw, index)
-    return {
-        "idle.power_mw": idle_mw,
-        "idle.temp": idle_temp,
-        "idle.fan": idle_fan,
-        "idle.util_gpu": 0,
-        "idle.util_mem": 0,
-        "idle.clock_sm": 210,
-        "idle.clock_mem": 405,
-        "idle.pstate": 8,
-        "busy.power_mw": busy_mw,
-        "busy.temp": busy_temp,
-        "busy.fan": busy_fan,
-        "busy.util_gpu": 100,
-        "busy.util_mem": 65,
-        "busy.clock_sm": 900 + 900 * limit_mw // default_mw,
-        "busy.clock_mem": 7001,
-        # CUDA compute work runs GeForce cards in P2, not P0.
-        "busy.pstate": 2,
-    }
+    points: dict[str, int] = {}
+    for name, draw_mw, util_gpu, util_mem, clock_mem in (
+        ("idle", idle_mw, 0, 0, 405),
+        ("mining", min(limit_mw, mining_mw), 100, 100, 7501),
+        ("inference", min(limit_mw, inference_mw), 92, 78, 7001),
+    ):
+        temp, fan = _thermal(draw_mw, default_mw, index)
+        busy = name != "idle"
+        points.update({
+            f"{name}.power_mw": draw_mw,
+            f"{name}.temp": temp,
+            f"{name}.fan": fan,
+            f"{name}.util_gpu": util_gpu,
+            f"{name}.util_mem": util_mem,
+            f"{name}.clock_sm": 900 + 900 * limit_mw // default_mw if busy else 210,
+            f"{name}.clock_mem": clock_mem,
+            # CUDA compute work runs GeForce cards in P2, not P0.
+            f"{name}.pstate": 2 if busy else 8,
+        })  # fmt: skip
+    return points
 
 
 def _bus_number(bus_id: str) -> int:
@@ -204,9 +231,13 @@ def render_state(rig: dict[str, Any], previous: dict[str, str]) -> dict[str, str
             "power_min_mw": power["min"] * 1000,
             "power_max_mw": power["max"] * 1000,
             "power_limit_mw": limit_mw,
+            "power_mining_mw": power["mining"] * 1000,
+            "power_inference_mw": power["inference"] * 1000,
             "persistence": persistence,
             "vbios": g["vbios"] or "",
-            **_operating_points(limit_mw, default_mw, i),
+            **_operating_points(
+                limit_mw, default_mw, i, power["mining"] * 1000, power["inference"] * 1000
+            ),
         }
         state.update({f"{i}.{k}": str(v) for k, v in fields.items()})
     return state
@@ -249,7 +280,9 @@ def _update(index: int, changes: dict[str, int]) -> None:
             state[f"{index}.{key}"] = str(value)
         limit = int(state[f"{index}.power_limit_mw"])
         default = int(state[f"{index}.power_default_mw"])
-        for key, value in _operating_points(limit, default, index).items():
+        mining = int(state[f"{index}.power_mining_mw"])
+        inference = int(state[f"{index}.power_inference_mw"])
+        for key, value in _operating_points(limit, default, index, mining, inference).items():
             state[f"{index}.{key}"] = str(value)
         write_atomic(STATE_FILE, format_state(state))
 
