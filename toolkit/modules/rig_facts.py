@@ -29,9 +29,9 @@ import sys
 # statement.
 from ansible.module_utils.rigpivot_rig import (
     find_miners,
-    pci_gpus,
     miner_stats,
     norm_bus_id,
+    pci_gpus,
     read,
     run,
     smi_query,
