@@ -408,6 +408,7 @@ def renew_lease(record, now=None):
     if lease_left(lease, now) > 0 and isinstance(lease.get("ttl"), int):
         lease["expires"] = utc_text(now + datetime.timedelta(seconds=lease["ttl"]))
 
+
 # -- what the rig measures: each card's power draw, each miner's hashrate -------------------
 
 
