@@ -21,6 +21,7 @@ from toolkit.console import (
     Progress,
     console,
     err_console,
+    print_api_keys,
     print_plan,
     print_preflight,
     print_run,
@@ -29,6 +30,7 @@ from toolkit.console import (
 )
 from toolkit.economics.cli import advise
 from toolkit.errors import BadInputError, InterruptedRunError, RigpivotError, UnreachableError
+from toolkit.journal import api_keys_to_show
 from toolkit.lab.cli import lab_app
 from toolkit.models import FleetReport
 from toolkit.plan import Plan
@@ -275,6 +277,10 @@ def status(
 
 def _finish(report: RunReport) -> None:
     print_run(report)
+    if report.command == "convert" and report.snapshot_store and not report.check:
+        converted = [r.host for r in report.rigs if r.outcome == "converted"]
+        print_api_keys(api_keys_to_show(Path(report.snapshot_store), converted),
+                       Path(report.snapshot_store))  # fmt: skip
     if report.interrupted:
         left = [r.host for r in report.rigs if r.outcome == "interrupted"]
         raise InterruptedRunError(

@@ -163,6 +163,16 @@ def print_run(report: RunReport) -> None:
         console.print(f"snapshots: {report.snapshot_store} (private: wallets, rig passwords)")
 
 
+def print_api_keys(keys: dict[str, str], store: Path) -> None:
+    """Each new rig's API key, shown once (the private store keeps it; nothing logs it)."""
+    for host, key in sorted(keys.items()):
+        console.print(
+            f"API key of {host}, shown this once (kept in {store / host / 'api-key'}, and on "
+            f"the rig in /etc/rigpivot/api-key): {key}",
+            soft_wrap=True, highlight=False,
+        )  # fmt: skip
+
+
 def print_status(inventory: Path, results: list[ProbeResult]) -> None:
     """Where each rig stands: its pivot record, platform, miners and driver."""
     table = Table(title=f"status: {inventory}")

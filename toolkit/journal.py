@@ -63,3 +63,24 @@ def stored_snapshot(store: Path, host: str, record: dict[str, object] | None) ->
         for chunk in iter(lambda: fh.read(1 << 16), b""):
             digest.update(chunk)
     return SnapshotRef(id=str(snapshot_id), sha256=digest.hexdigest())
+
+
+def api_keys_to_show(store: Path, hosts: list[str]) -> dict[str, str]:
+    """Each rig's API key (fetched by inference_server into `<store>/<host>/api-key`) that the
+    operator has not been shown yet; marked shown (`api-key.shown`: the key's sha256, so a new
+    key after a rollback and a new conversion is shown again). The key never enters the
+    journal or a report."""
+    keys: dict[str, str] = {}
+    for host in hosts:
+        path = store / host / "api-key"
+        if not path.is_file():
+            continue
+        path.chmod(0o600)
+        key = path.read_text().strip()
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        marker = path.with_name("api-key.shown")
+        if key and (not marker.is_file() or marker.read_text().strip() != digest):
+            keys[host] = key
+            marker.write_text(digest + "\n")
+            marker.chmod(0o600)
+    return keys

@@ -222,6 +222,7 @@ def _plan_inventories(
     for name, v in hosts.items():
         v.update(_ssh_vars(farm[name], opts.probe))
         v["mining_snapshot_fetch_dir"] = str(store)
+        v["inference_server_api_key_fetch_dir"] = str(store)
         if not opts.check:
             private_dir(store / name)
     plan_inv = journal / "plan-inventory.yml"

@@ -60,10 +60,24 @@ def hashing(rack: Rack, rig: str) -> bool:
     return float(rack.ssh(rig, "cat /run/hive/khs 2>/dev/null || echo 0", check=False) or 0) > 0
 
 
+def api_key(rack: Rack, rig: str) -> str:
+    """The key the rig's endpoints require (inference_server keeps it on the rig)."""
+    return rack.ssh(rig, "cat /etc/rigpivot/api-key").strip()
+
+
 def endpoint_answers(rack: Rack, rig: str, port: int) -> None:
-    """A completion and a chat completion from the rig's endpoint, with the openai client."""
+    """A completion and a chat completion from the rig's endpoint, with the openai client and
+    the rig's API key; without the key the endpoint refuses."""
     with rack.forward(rig, port) as local:
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{local}/v1", api_key="lab")
+        url = f"http://127.0.0.1:{local}/v1"
+        stranger = openai.OpenAI(base_url=url, api_key="not-the-key", max_retries=0)
+        try:
+            stranger.models.list()
+        except openai.AuthenticationError:
+            pass
+        else:
+            raise AssertionError(f"{rig}:{port} answered a client without the rig's API key")
+        client = openai.OpenAI(base_url=url, api_key=api_key(rack, rig))
         model = client.models.list().data[0].id
         done = client.completions.create(model=model, prompt="Hello", max_tokens=8)
         assert done.choices and done.choices[0].text is not None

@@ -75,22 +75,22 @@ def _contents(path: Path) -> Iterator[bytes]:
                     yield f.read()
 
 
-def leaks(data: bytes | str, where: str) -> list[str]:
+def leaks(data: bytes | str, where: str, secrets: dict[str, str] = SECRETS) -> list[str]:
     if isinstance(data, str):
         # Rich folds long cells over lines and draws borders: look at the text without them.
         data = (data + "\n" + re.sub(r"[\s│┃|]", "", data)).encode()
     return [
         f"{what} in {where}"
-        for what, secret in SECRETS.items()
+        for what, secret in secrets.items()
         if any(form in data for form in _encodings(secret))
     ]
 
 
-def tree_leaks(root: Path) -> list[str]:
+def tree_leaks(root: Path, secrets: dict[str, str] = SECRETS) -> list[str]:
     found: list[str] = []
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
         for blob in _contents(path):
-            found += leaks(blob, str(path))
+            found += leaks(blob, str(path), secrets)
     return sorted(set(found))
 
 
@@ -235,3 +235,28 @@ def test_rollback_restored_the_configs_byte_for_byte(rack: Rack, console, before
              "the HiveOS miner to hash again")  # fmt: skip
     wait_for(lambda: rack.ssh(LINUX, "pgrep -f lolMiner", check=False) != "", 60,
              "lolMiner to run again")  # fmt: skip
+
+
+def test_each_rigs_api_key_was_shown_once_and_is_kept_only_in_the_private_store(
+    console, work: Path
+):
+    store = work / "snapshots"
+    keys = {f"{rig} API key": (store / rig / "api-key").read_text().strip() for rig in PLANTED}
+    for rig in PLANTED:
+        assert stat.S_IMODE((store / rig / "api-key").stat().st_mode) == 0o600
+    assert all(len(key) >= 32 for key in keys.values()), "a short key"
+    assert len(set(keys.values())) == len(keys), "two rigs share a key"
+    # shown once, by the convert that made it, naming where it is kept
+    for what, key in keys.items():
+        assert console["convert"].count(key) == 1, what
+        rig = what.split()[0]
+        assert (
+            f"API key of {rig}, shown this once (kept in {store / rig / 'api-key'}"
+            in (console["convert"])
+        )
+    found = [hit for verb, text in console.items() if verb != "convert"
+             for hit in leaks(text, f"`{verb}` output", keys)]  # fmt: skip
+    found += tree_leaks(work / "runs", keys) + leaks((work / "ansible.log").read_bytes(),
+                                                      "ansible.log", keys)  # fmt: skip
+    found += tree_leaks(work / "home", keys) + tree_leaks(work / "tmp", keys)
+    assert found == []
