@@ -11,10 +11,8 @@ rollback at the end returns both to mining byte for byte.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -23,12 +21,14 @@ import pytest
 
 from tests.integration.conftest import Rack, wait_for
 from tests.integration.endstate import (
+    Run,
     assert_ai_or_mining,
     outcomes,
     record,
     report,
     rigpivot,
     state,
+    task_started,
 )
 from toolkit.lab import podman as pm
 
@@ -46,26 +46,6 @@ def rack(lab_factory) -> Rack:
     return lab_factory(2, PROFILE)
 
 
-class Run:
-    """`rigpivot convert` in the background, as an operator's terminal runs it."""
-
-    def __init__(self, rack: Rack, journal: Path, *args: str):
-        self.log = journal.parent / f"{journal.name}-convert-{time.monotonic_ns()}.log"
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                ["rigpivot", "convert", "-i", str(rack.lab.inventory), "--yes", "--journal",
-                 str(journal), *args],
-                stdout=out, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text()[-4000:]
-
-
 def plays_of(journal: Path) -> list[int]:
     """ansible-playbook (and its forks) still running for a run journal under `journal`."""
     pids = []
@@ -78,22 +58,6 @@ def plays_of(journal: Path) -> list[int]:
             if str(journal) in cmd and "ansible" in cmd:
                 pids.append(int(entry.name))
     return pids
-
-
-def task_started(runs: list[Path], host: str, role: str, task: str) -> bool:
-    """Whether a play of these runs has started `task` of `role` on `host`, from
-    ansible-runner's events as they land in the run journal."""
-    for f in (f for run in runs for f in run.glob("ansible/*/artifacts/*/job_events/*.json")):
-        try:
-            event = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue  # being written
-        data = event.get("event_data") or {}
-        if (event.get("event"), data.get("host"), data.get("role")) == (
-            "runner_on_start", host, role,
-        ) and str(data.get("task", "")).startswith(task):  # fmt: skip
-            return True
-    return False
 
 
 def installed(rack: Rack, rig: str, package: str) -> bool:

@@ -37,6 +37,9 @@ MINERS: dict[str, dict[str, str | int]] = {
     "t-rex": {"api_port": 4067, "algo": "etchash", "coin": "ETC"},
     "teamredminer": {"api_port": 4028, "algo": "etchash", "coin": "ETC"},
     "lolminer": {"api_port": 4069, "algo": "etchash", "coin": "ETC"},
+    # A miner rigpivot has no name for (a private fork, a renamed binary): found by its GPU use
+    # alone, its pool only in its own JSON config.
+    "hashd": {"api_port": 4059, "algo": "etchash", "coin": "ETC"},
 }
 
 
@@ -93,6 +96,7 @@ class RigProfile(_Strict):
     miner: str
     host_pcie_gen: int = Field(ge=1, le=5)
     cards: list[CardSlot]
+    ssh_port: int = 22  # the port the rig's sshd listens on (only that one)
 
 
 class Catalog(_Strict):
@@ -228,6 +232,7 @@ class RigSpec(BaseModel):
     hive: HiveSpec | None
     gpus: list[GpuSpec]
     lab_minute_seconds: float = 5.0
+    ssh_port: int = 22
 
     @property
     def nvidia_gpus(self) -> list[GpuSpec]:
@@ -310,6 +315,7 @@ def build_rig(
         hive=hive,
         gpus=gpus,
         lab_minute_seconds=minute_seconds,
+        ssh_port=rp.ssh_port,
     )
 
 

@@ -275,6 +275,9 @@ class Lab:
                 add("etc/lab/rig.json", spec.model_dump_json(indent=2).encode(), 0o644)
                 add("root/.ssh/authorized_keys", Path(f"{self.key}.pub").read_bytes(), 0o600)
                 add("etc/hostname", f"{rig}\n".encode(), 0o644)
+                if spec.ssh_port != 22:  # sshd on that port only, as some farms set it
+                    port = f"# lab: this rig's sshd listens here only\nPort {spec.ssh_port}\n"
+                    add("etc/ssh/sshd_config.d/lab-port.conf", port.encode(), 0o644)
         return buf.getvalue()
 
     def _ensure_rig(self, rec: RigRecord, spec: RigSpec, image: str) -> bool:
@@ -296,7 +299,7 @@ class Lab:
             "--cap-add", "SYS_ADMIN,NET_ADMIN,NET_RAW",
             # A rig that reboots comes back, as real rigs do (watchdogs rely on it).
             "--restart=always",
-            "-p", f"127.0.0.1:{rec.port}:22",
+            "-p", f"127.0.0.1:{rec.port}:{spec.ssh_port}",
             "--label", f"rigpivot.lab={self.name}", "--label", "rigpivot.role=rig",
             "--label", f"rigpivot.rig={rec.name}", "--label", f"rigpivot.spec={digest}",
             image,
@@ -478,11 +481,13 @@ class Lab:
                 probe = pm.exec_in(
                     r.container, "sh", "-c",
                     "test -e /var/lib/lab/firstboot.done && echo booted=yes; "
-                    # HiveOS publishes kH/s in /run/hive/khs; a plain rig's lolMiner only
-                    # answers on its API (H/s).
+                    # HiveOS publishes kH/s in /run/hive/khs; a plain rig's miner (lolMiner,
+                    # or the unnamed hashd) only answers on its API (H/s).
                     "echo khs=$(cat /run/hive/khs 2>/dev/null || curl -sf --max-time 2 "
-                    "localhost:4069/ | jq -r '.hashrate / 1000' 2>/dev/null); "
-                    "echo active=$(systemctl is-active hive-miner lolminer 2>/dev/null "
+                    "localhost:4069/ 2>/dev/null | jq -er '.hashrate / 1000' 2>/dev/null || "
+                    "curl -sf --max-time 2 localhost:4059/summary | jq -r '.hashrate / 1000' "
+                    "2>/dev/null); "
+                    "echo active=$(systemctl is-active hive-miner lolminer hashd 2>/dev/null "
                     "| grep -c '^active'); "
                     "echo reboots=$(wc -l < /var/log/lab/reboots.log 2>/dev/null || echo 0); "
                     f"echo pivot=$(jq -r '.state // empty' {PIVOT_RECORD} 2>/dev/null); "

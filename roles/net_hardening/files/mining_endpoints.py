@@ -79,6 +79,23 @@ def describe(host, port):
     return f"{shown}:{port}" if port else shown
 
 
+def resolvers(path="/etc/resolv.conf"):
+    """The rig's DNS servers ({"addresses", "loopback"}): a default-deny egress keeps them.
+    A loopback one (systemd-resolved's stub, a local cache) forwards to servers this cannot
+    name: then DNS to any server stays open."""
+    found = []
+    try:
+        with open(path) as f:
+            for line in f:
+                words = line.split()
+                if len(words) >= 2 and words[0] == "nameserver":
+                    found.append(words[1].split("%")[0])
+    except OSError:
+        pass
+    loopback = [a for a in found if a.startswith("127.") or a == "::1"]
+    return {"addresses": sorted(set(found) - set(loopback)), "loopback": bool(loopback)}
+
+
 def main(argv):
     snapshot, globs, blocked, allowed = (argv[1:] + [""] * 4)[:4]
     files_root = os.path.join(snapshot, "files")
@@ -114,6 +131,7 @@ def main(argv):
         "blocked": entries(sorted(found.items()), "mining config")
         + entries(configured_blocked, "net_hardening_blocked_egress"),
         "allowed": entries(configured_allowed, "net_hardening_allowed_egress"),
+        "resolvers": resolvers(),
     }
     result["unresolved"] = sorted(
         {e["endpoint"] for e in result["blocked"] + result["allowed"] if not e["addresses"]}
