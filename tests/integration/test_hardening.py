@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from tests.integration.conftest import Rack, q, wait_for
-from tests.integration.endstate import report, rigpivot
+from tests.integration.endstate import api_key, report, rigpivot
 
 pytestmark = pytest.mark.lab
 
@@ -168,9 +168,14 @@ def test_a_rig_outside_the_allowed_networks_reaches_nothing(rack):
     assert probe(rack, OUTSIDE, CONVERTED, ports) == dict.fromkeys(ports, "filtered")
 
 
-def test_the_inference_api_answers_the_allowed_neighbour(rack):
-    out = rack.ssh(ALLOWED, f"curl -sf --max-time 10 http://{CONVERTED}:8000/v1/models")
+def test_the_inference_api_answers_the_allowed_neighbour_with_the_rigs_key_only(rack):
+    url = f"http://{CONVERTED}:8000/v1/models"
+    key = api_key(rack, CONVERTED)
+    out = rack.ssh(ALLOWED, f"curl -sf --max-time 10 -H {q('Authorization: Bearer ' + key)} {url}")
     assert json.loads(out)["data"], out
+    refused = rack.ssh(ALLOWED, f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {url}",
+                       check=False)  # fmt: skip
+    assert refused == "401"
 
 
 def test_egress_to_the_pool_and_the_hive_api_is_blocked_and_the_mirror_reachable(rack):
