@@ -84,3 +84,27 @@ def api_keys_to_show(store: Path, hosts: list[str]) -> dict[str, str]:
             marker.write_text(digest + "\n")
             marker.chmod(0o600)
     return keys
+
+
+def restorable_snapshot(store: Path, host: str) -> Path | None:
+    """The private store's newest snapshot of `host` that no rollback has restored yet (the
+    copy to restore a rig whose pivot record is damaged from), or None."""
+    folder = store / host
+    if not folder.is_dir():
+        return None
+    archives = sorted(
+        p for p in folder.glob("*.tar.gz")
+        if not p.with_name(p.name.removesuffix(".tar.gz") + ".retired").exists()
+    )  # fmt: skip
+    return archives[-1] if archives else None
+
+
+def retire_stored(store: Path, host: str) -> None:
+    """A rollback restored `host`: none of its stored snapshots is ever restored again (they
+    picture the rig as it was before; the operator has changed it since)."""
+    folder = store / host
+    for archive in folder.glob("*.tar.gz") if folder.is_dir() else []:
+        marker = archive.with_name(archive.name.removesuffix(".tar.gz") + ".retired")
+        if not marker.exists():
+            marker.write_text("restored by a rollback: never restored again\n")
+            marker.chmod(0o600)

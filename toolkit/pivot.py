@@ -13,16 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from toolkit import outcomes
 from toolkit.errors import BadInputError, RigpivotError
-from toolkit.hostkeys import ssh_vars as _ssh_vars
 from toolkit.inventory import Host
 from toolkit.journal import (
     new_journal,
     now,
-    private_dir,
+    restorable_snapshot,
+    retire_stored,
     save_report,
     stored_snapshot,
 )
@@ -30,6 +28,7 @@ from toolkit.lease import lease_vars, leased
 from toolkit.models import FleetReport, RigResult, RunReport
 from toolkit.outcomes import INTERRUPTED, Recorded
 from toolkit.plan import Plan, plan_conversion
+from toolkit.playvars import convert_inventory, rollback_inventory
 from toolkit.preflight import check_farm, judge_fleet
 from toolkit.probe import ProbeOptions, probe_fleet
 from toolkit.rolevars import check_convert_vars
@@ -119,7 +118,10 @@ def convert(
         report.finished = now()
         save_report(journal, report)
         return report
-    inventories = _plan_inventories(inventory, journal, plan, farm, opts, report)
+    if not opts.check:
+        report.snapshot_store = str(opts.store)
+    plan_inv = convert_inventory(journal, plan, farm, opts.store, opts.probe, opts.check)
+    inventories = [plan_inv, inventory]
     lvars = lease_vars(run_id, "convert")
     planned = [rp.host for rp in plan.of("convert") + plan.of("return")]
     with leased(inventories, planned, lvars, journal, check=opts.check) as took_over:
@@ -181,6 +183,8 @@ def convert(
                 )  # fmt: skip
                 if not opts.check:
                     res.snapshot = stored_snapshot(opts.store, host, play.rigs[host].record)
+                    if res.outcome == "rolled-back":
+                        retire_stored(opts.store, host)
                 report.rigs.append(res)
             if outcomes.batch_stopped(play, rolled, touched, opts.check):
                 report.interrupted = True
@@ -203,33 +207,6 @@ def convert(
         return report
 
 
-def _plan_inventories(
-    inventory: Path,
-    journal: Path,
-    plan: Plan,
-    farm: dict[str, Host],
-    opts: RunOptions,
-    report: RunReport,
-) -> list[Path]:
-    """The plan's choices as host variables the roles' defaults fall back to, layered under the
-    farm file. Snapshots hold wallets and rig passwords: fetched into the private store, never
-    into the journal (--check fetches nothing)."""
-    hosts = {r.host: r.role_vars() for r in plan.of("convert") + plan.of("return")}
-    store = opts.store
-    if not opts.check:
-        private_dir(store)
-        report.snapshot_store = str(store)
-    for name, v in hosts.items():
-        v.update(_ssh_vars(farm[name], opts.probe))
-        v["mining_snapshot_fetch_dir"] = str(store)
-        v["inference_server_api_key_fetch_dir"] = str(store)
-        if not opts.check:
-            private_dir(store / name)
-    plan_inv = journal / "plan-inventory.yml"
-    plan_inv.write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
-    return [plan_inv, inventory]
-
-
 def rollback(
     inventory: Path,
     opts: RunOptions,
@@ -249,15 +226,22 @@ def rollback(
         h for h, pv in records.items()
         if not (pv and pv.snapshot_id) and (pv is None or pv.state in (None, "mining"))
     ]  # fmt: skip
+    # A damaged record names no snapshot: the private store's copy stands in for it.
+    stored = {
+        h: restorable_snapshot(opts.store, h)
+        for h, pv in records.items() if pv is not None and pv.state == "damaged"
+    }  # fmt: skip
     no_snapshot = [
-        h for h, pv in records.items() if h not in mining and not (pv and pv.snapshot_id)
-    ]
+        h for h, pv in records.items()
+        if h not in mining and not (pv and pv.snapshot_id) and not stored.get(h)
+    ]  # fmt: skip
     if no_snapshot:
         raise BadInputError(
             ", ".join(f"{h} ({records[h].state})" for h in no_snapshot)  # type: ignore[union-attr]
-            + ": no snapshot named in the rig's pivot record, so nothing to roll back to: "
-            "see `rigpivot status` and the rig's /var/lib/rigpivot/state.json, and leave "
-            "them out with --limit; nothing was changed"
+            + ": no snapshot named in the rig's pivot record (nor, for a damaged record, one "
+            f"in the private store {opts.store}), so nothing to roll back to: see `rigpivot "
+            "status` and the rig's /var/lib/rigpivot/state.json, and leave them out with "
+            "--limit; nothing was changed"
         )
     todo = [h for h in records if h not in mining]
     before = {r.host: (r.facts.pivot.state if r.facts and r.facts.pivot else None) for r in probed}
@@ -281,9 +265,8 @@ def rollback(
         report.interrupted, report.stopped_early = True, f"{INTERRUPTED} before the play"
         report.rigs += [RigResult(host=h, outcome="not-started") for h in todo]
     elif go:
-        ssh_inv = journal / "ssh-inventory.yml"
-        ssh_vars = {h.name: _ssh_vars(h, opts.probe) for h in hosts if h.name in todo}
-        ssh_inv.write_text(yaml.safe_dump({"all": {"hosts": ssh_vars}}, sort_keys=True))
+        targets = [h for h in hosts if h.name in todo]
+        ssh_inv = rollback_inventory(journal, targets, stored, opts.probe)
         lvars = lease_vars(run_id, "rollback")
         with leased([ssh_inv, inventory], todo, lvars, journal, check=opts.check) as took_over:
             report.leases_taken_over = took_over
@@ -301,6 +284,9 @@ def rollback(
             report.rigs += [
                 outcomes.restored(h, play, check=opts.check, recorded=recorded.get(h)) for h in todo
             ]
+            for r in report.rigs:
+                if r.outcome == "mining" and r.host in todo and not opts.check:
+                    retire_stored(opts.store, r.host)
     report.finished = now()
     save_report(journal, report)
     return report

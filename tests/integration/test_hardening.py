@@ -199,12 +199,26 @@ def test_egress_to_the_pool_and_the_hive_api_is_blocked_and_the_mirror_reachable
     assert probe(rack, ALLOWED, "pool.lab", [4444]) == {4444: "open"}
 
 
-def test_rollback_restores_the_firewall_ssh_and_agent_exactly(rack, journal, before):
+def test_rollback_restores_the_firewall_ssh_and_agent_exactly_though_the_record_is_damaged(
+    rack, journal, before
+):
     rack.ssh(CONVERTED, "systemctl stop lab-other", check=False)
+    # The pivot record cut short (a power cut mid-write on an old rig): it names no snapshot,
+    # so rollback restores from the controller's copy in the private store.
+    record_path = "/var/lib/rigpivot/state.json"
+    rack.ssh(CONVERTED, f"head -c 60 {record_path} > /tmp/cut && cat /tmp/cut > {record_path}")
+    status = rigpivot("status", "-i", str(rack.lab.inventory), "--limit", CONVERTED)
+    assert "damaged" in status.stdout, status.stdout
     proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--limit", CONVERTED, "--yes",
                     "--journal", str(journal))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert {r["host"]: r["outcome"] for r in report(journal)["rigs"]} == {CONVERTED: "mining"}
+    # the damaged record kept aside for the operator, a new one that says mining
+    assert rack.ssh(CONVERTED, f"ls {record_path}.damaged-*").strip()
+    assert json.loads(rack.ssh(CONVERTED, f"cat {record_path}"))["state"] == "mining"
+    # the stored snapshot it restored is never restored again
+    store = journal.parent / "snapshots" / CONVERTED
+    assert list(store.glob("*.retired")), sorted(p.name for p in store.iterdir())
     after = firewall_state(rack)
     assert after == before
     assert "passwordauthentication yes" in str(after["sshd"])  # the lab's own drop-in again

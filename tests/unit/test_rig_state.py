@@ -42,6 +42,16 @@ def test_a_damaged_record_is_named_not_read_as_never_converted(tmp_path: Path):
     assert record.read_text() == '{"state": "dra'  # nothing half-changed
 
 
+def test_rollback_sets_a_damaged_record_aside_and_starts_a_new_one(tmp_path: Path):
+    record = tmp_path / "state.json"
+    record.write_text('{"state": "dra')
+    r = rig_state(record, set_aside_damaged=True, facts={"snapshot_id": "20261201T000000Z"})
+    assert r["changed"] and str(r["set_aside"]).startswith(f"{record}.damaged-")
+    assert Path(str(r["set_aside"])).read_text() == '{"state": "dra'  # kept for the operator
+    rec = json.loads(record.read_text())
+    assert rec["state"] == "mining" and rec["facts"]["snapshot_id"] == "20261201T000000Z"
+
+
 def test_the_ledger_keeps_the_packages_a_step_is_about_to_add_not_those_the_rig_has(
     tmp_path: Path,
 ):

@@ -50,6 +50,13 @@ options:
     description: End the conversion (with rollback's state mining) - retire its snapshot, empty the ledger.
     type: bool
     default: false
+  set_aside_damaged:
+    description: >-
+      When the record is damaged (not JSON), move it aside (state.json.damaged-<time>) and start
+      a new one instead of failing: rollback does this for a rig it restores from the
+      controller's copy of its snapshot.
+    type: bool
+    default: false
   path:
     description: Where the record lives.
     type: path
@@ -64,6 +71,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.rigpivot_rig import (
     DamagedRecord,
     load_record,
+    new_record,
     record_locked,
     renew_lease,
     run,
@@ -154,22 +162,32 @@ def main():
             created=dict(type="list", elements="str", default=[]),
             installing=dict(type="list", elements="str", default=[]),
             retire=dict(type="bool", default=False),
+            set_aside_damaged=dict(type="bool", default=False),
             path=dict(type="path", default="/var/lib/rigpivot/state.json"),
         ),
         supports_check_mode=True,
     )
     p = module.params
     with record_locked(p["path"], write=not module.check_mode):
+        set_aside = None
         try:
             before = load_record(p["path"])
         except DamagedRecord as e:
-            module.fail_json(msg=str(e))
+            if not p["set_aside_damaged"]:
+                module.fail_json(msg=str(e))
+            set_aside = "%s.damaged-%s" % (p["path"], utc_text(utc_now()))
+            before = new_record()
         after, changed = update(before, p, module.check_mode)
+        if set_aside and not module.check_mode:
+            os.rename(p["path"], set_aside)
+            changed = True
         if changed and not module.check_mode:
             save_record(p["path"], after)
     current = before.get("state", "mining")
     diff = {"before": {"state": current}, "after": {"state": after["state"]}}
-    module.exit_json(changed=changed, state=after["state"], record=after, diff=diff)
+    module.exit_json(
+        changed=changed, state=after["state"], record=after, diff=diff, set_aside=set_aside
+    )
 
 
 if __name__ == "__main__":
