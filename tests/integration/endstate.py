@@ -16,7 +16,7 @@ from pathlib import Path
 
 import openai
 
-from tests.integration.conftest import Rack, wait_for
+from tests.integration.conftest import Rack, q, wait_for
 
 # What rollback must put back byte for byte, and the units whose enablement it restores.
 MINING_PATHS = ("/hive-config", "/opt/lolminer", "/etc/systemd/system/lolminer.service",
@@ -140,3 +140,33 @@ def task_started(runs: list[Path], host: str, role: str, task: str) -> bool:
         ) and str(data.get("task", "")).startswith(task):  # fmt: skip
             return True
     return False
+
+
+# Connect to each host:port once, from inside a rig: open, refused (TCP reset: nothing listens,
+# or a reject rule), rejected (an ICMP error: a default-deny reject rule, no route) or filtered
+# (no answer: dropped).
+REACH = r"""
+import socket, sys
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect((host, int(port)))
+        r = "open"
+    except ConnectionRefusedError:
+        r = "refused"
+    except (TimeoutError, socket.timeout):
+        r = "filtered"
+    except OSError:
+        r = "rejected"
+    finally:
+        s.close()
+    print(target, r)
+"""
+
+
+def reach(rack: Rack, src: str, *targets: str) -> dict[str, str]:
+    """What `src` gets connecting to each `host:port`."""
+    out = rack.ssh(src, f"python3 -c {q(REACH)} {' '.join(targets)}")
+    return dict(line.split() for line in out.splitlines())

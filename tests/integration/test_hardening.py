@@ -18,7 +18,7 @@ import urllib.request
 import pytest
 
 from tests.integration.conftest import Rack, q, wait_for
-from tests.integration.endstate import api_key, report, rigpivot
+from tests.integration.endstate import api_key, reach, report, rigpivot
 
 pytestmark = pytest.mark.lab
 
@@ -29,32 +29,10 @@ MINER_API = 4067  # T-Rex's HTTP API on HiveOS rigs
 OTHER_PORT = 9999  # something an operator left listening on the rig
 FIREWALL_PATHS = ("/etc/nftables.conf", "/etc/ssh")
 
-# Connect to each port once: open, refused (RST: nothing listens or rejected), filtered
-# (no answer: dropped), or unreachable (ICMP error).
-PROBE = r"""
-import socket, sys
-host = sys.argv[1]
-for port in map(int, sys.argv[2:]):
-    s = socket.socket()
-    s.settimeout(1.5)
-    try:
-        s.connect((host, port))
-        r = "open"
-    except ConnectionRefusedError:
-        r = "refused"
-    except (TimeoutError, socket.timeout):
-        r = "filtered"
-    except OSError:
-        r = "unreachable"
-    finally:
-        s.close()
-    print(port, r)
-"""
-
 
 def probe(rack: Rack, src: str, host: str, ports: list[int]) -> dict[int, str]:
-    out = rack.ssh(src, f"python3 -c {q(PROBE)} {q(host)} {' '.join(map(str, ports))}")
-    return {int(p): r for p, r in (line.split() for line in out.splitlines())}
+    found = reach(rack, src, *(f"{host}:{p}" for p in ports))
+    return {int(t.rsplit(":", 1)[1]): r for t, r in found.items()}
 
 
 def firewall_state(rack: Rack) -> dict[str, object]:

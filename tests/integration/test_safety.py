@@ -23,13 +23,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import Rack, q, wait_for
+from tests.integration.conftest import Rack, wait_for
 from tests.integration.endstate import (
     Run,
     api_key,
     assert_ai_or_mining,
     endpoint_answers,
     outcomes,
+    reach,
     record,
     report,
     rigpivot,
@@ -43,32 +44,6 @@ PROFILE = "linux-3060x1-ssh2222,hive-rx580x6"
 RIG, NEIGHBOUR = "rig01", "rig02"
 REPO = Path(__file__).resolve().parents[2]
 PORT = 8000
-
-# Connect to each host:port once: open, refused (RST or ICMP reject), or filtered (no answer).
-PROBE = r"""
-import socket, sys
-for target in sys.argv[1:]:
-    host, port = target.rsplit(":", 1)
-    s = socket.socket()
-    s.settimeout(2)
-    try:
-        s.connect((host, int(port)))
-        r = "open"
-    except ConnectionRefusedError:
-        r = "refused"
-    except (TimeoutError, socket.timeout):
-        r = "filtered"
-    except OSError:
-        r = "refused"
-    finally:
-        s.close()
-    print(target, r)
-"""
-
-
-def reach(rack: Rack, src: str, *targets: str) -> dict[str, str]:
-    out = rack.ssh(src, f"python3 -c {q(PROBE)} {' '.join(targets)}")
-    return dict(line.split() for line in out.splitlines())
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +103,7 @@ def test_the_next_convert_finishes_and_egress_is_default_deny(rack, journal):
     assert "hashd.service" in json.dumps(record(rack, RIG)["facts"])
     targets = ["pool.lab:4444", f"{NEIGHBOUR}:22", "api.hive.lab:8000", "mirror.lab:8080"]
     assert reach(rack, RIG, *targets) == {
-        "pool.lab:4444": "refused", f"{NEIGHBOUR}:22": "refused", "api.hive.lab:8000": "refused",
+        "pool.lab:4444": "refused", f"{NEIGHBOUR}:22": "rejected", "api.hive.lab:8000": "refused",
         "mirror.lab:8080": "open",
     }  # fmt: skip
     # DNS still answers (the allowlist keeps the rig's resolvers)
