@@ -10,7 +10,6 @@ with tests/integration/test_advise.py's prices. No rig is contacted.
 from __future__ import annotations
 
 import datetime
-import json
 import shutil
 import sys
 from pathlib import Path
@@ -18,9 +17,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
 
-from tests.unit.factories import card, rig  # noqa: E402
+from tests.unit.factories import card, lab_market, rig  # noqa: E402
 from toolkit.console import print_advice  # noqa: E402
 from toolkit.economics.engine import advise_fleet  # noqa: E402
 from toolkit.economics.history import AdviseHistory  # noqa: E402
@@ -77,20 +75,7 @@ def facts(miner: str, platform: str, groups: list[tuple[str, int, int, int]]):  
 
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    coins = json.loads((REPO / "tests/unit/data/economics/whattomine-coins.json").read_text())
-    coins["coins"]["EthereumClassic"]["exchange_rate"] = 0.0016
-    (out / "coins.json").write_text(json.dumps(coins))
-    prices = {
-        "currency": "USD",
-        "power": {"flat": 0.10},
-        "mining": {"whattomine": "coins.json", "btc_price": 60000},
-        "ai": {
-            "utilisation": 0.5,
-            "platform_fee": 0.25,
-            "rental": [{"gpu": "RTX 3090", "per_hour": 0.60}, {"gpu": "*", "per_hour": 0.01}],
-        },
-    }
-    (out / "prices.yml").write_text(yaml.safe_dump(prices))
+    lab_market(out)
     p = load_prices(out / "prices.yml")
     wtm, notes = load_whattomine(p.mining.whattomine)
     fleet = FleetReport(
@@ -102,7 +87,10 @@ def main(out: Path) -> None:
     report = advise_fleet(rigs, p, wtm, AdviseHistory(), [], now,
                           inventory="inventories/lab/farm.ini", prices_file="prices.yml",
                           notes=[*notes, *more])  # fmt: skip
-    report.decision_files = {"convert": "advice/convert.hosts", "switch-back": "advice/rollback.hosts"}
+    report.decision_files = {
+        "convert": "advice/convert.hosts",
+        "switch-back": "advice/rollback.hosts",
+    }
     print_advice(report)
     from toolkit.report import advise_html
 

@@ -18,14 +18,13 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.integration.conftest import Rack, wait_for
 from tests.integration.endstate import hashing, outcomes, report, rigpivot, state
+from tests.unit.factories import lab_market
 
 pytestmark = pytest.mark.lab
 
-DATA = Path(__file__).resolve().parents[1] / "unit" / "data" / "economics"
 # hive-3060x6, hive-p106x8, linux-3090x2, hive-cmp90hx4, hive-rx580x6, hive-mixed6
 RIGS = ["rig01", "rig02", "rig03", "rig04", "rig05", "rig06"]
 CHOSEN = ["rig03"]
@@ -38,24 +37,7 @@ def rack(lab_factory) -> Rack:
 
 @pytest.fixture(scope="module")
 def market(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """prices.yml and its WhatToMine file (the unit fixture, ETC's price raised)."""
-    folder = tmp_path_factory.mktemp("market")
-    coins = json.loads((DATA / "whattomine-coins.json").read_text())
-    # 86400 / 13.1 s x 2.56 ETC / 160 TH/s x 0.0016 BTC x 60000 USD = 1.01e-8 USD per H/s a day
-    coins["coins"]["EthereumClassic"]["exchange_rate"] = 0.0016
-    (folder / "coins.json").write_text(json.dumps(coins))
-    prices = {
-        "currency": "USD",
-        "power": {"flat": 0.10},
-        "mining": {"whattomine": "coins.json", "btc_price": 60000},
-        "ai": {
-            "utilisation": 0.5,
-            "platform_fee": 0.25,
-            "rental": [{"gpu": "RTX 3090", "per_hour": 0.60}, {"gpu": "*", "per_hour": 0.01}],
-        },
-    }
-    (folder / "prices.yml").write_text(yaml.safe_dump(prices))
-    return folder
+    return lab_market(tmp_path_factory.mktemp("market"))
 
 
 def advise(rack: Rack, market: Path, journal: Path, out: Path) -> dict:

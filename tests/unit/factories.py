@@ -1,6 +1,12 @@
-"""Synthetic probe facts for unit tests: the cards the lab profiles carry."""
+"""Synthetic probe facts for unit tests: the cards the lab profiles carry; and the market the
+lab's `advise` test prices them in."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
 
 from toolkit.models import DiskFacts, GpuFacts, HostFacts, PivotRecord, RigFacts
 
@@ -74,3 +80,27 @@ def rig(
         hive=None,
         pivot=PivotRecord(state=state, step=None, snapshot_id=None) if state else None,
     )
+
+
+ECONOMICS = Path(__file__).resolve().parent / "data" / "economics"
+
+
+def lab_market(folder: Path) -> Path:
+    """prices.yml and its WhatToMine file (the unit fixture, ETC's price raised) in `folder`:
+    86400 / 13.1 s x 2.56 ETC / 160 TH/s x 0.0016 BTC x 60000 USD = 1.01e-8 USD per H/s a day."""
+    folder.mkdir(parents=True, exist_ok=True)
+    coins = json.loads((ECONOMICS / "whattomine-coins.json").read_text())
+    coins["coins"]["EthereumClassic"]["exchange_rate"] = 0.0016
+    (folder / "coins.json").write_text(json.dumps(coins))
+    prices = {
+        "currency": "USD",
+        "power": {"flat": 0.10},
+        "mining": {"whattomine": "coins.json", "btc_price": 60000},
+        "ai": {
+            "utilisation": 0.5,
+            "platform_fee": 0.25,
+            "rental": [{"gpu": "RTX 3090", "per_hour": 0.60}, {"gpu": "*", "per_hour": 0.01}],
+        },
+    }
+    (folder / "prices.yml").write_text(yaml.safe_dump(prices))
+    return folder
