@@ -11,12 +11,7 @@ rollback at the end returns both to mining byte for byte.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +25,7 @@ from tests.integration.endstate import (
     rigpivot,
     state,
 )
+from tests.integration.interrupt import PowerCut, Run, plays_of, task_started
 from toolkit.journal import farm_lock
 from toolkit.lab import podman as pm
 
@@ -47,56 +43,6 @@ def rack(lab_factory) -> Rack:
     return lab_factory(2, PROFILE)
 
 
-class Run:
-    """`rigpivot convert` in the background, as an operator's terminal runs it."""
-
-    def __init__(self, rack: Rack, journal: Path, *args: str):
-        self.log = journal.parent / f"{journal.name}-convert-{time.monotonic_ns()}.log"
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                ["rigpivot", "convert", "-i", str(rack.lab.inventory), "--yes", "--journal",
-                 str(journal), *args],
-                stdout=out, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text()[-4000:]
-
-
-def plays_of(journal: Path) -> list[int]:
-    """ansible-playbook (and its forks) still running for a run journal under `journal`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(journal) in cmd and "ansible" in cmd:
-                pids.append(int(entry.name))
-    return pids
-
-
-def task_started(runs: list[Path], host: str, role: str, task: str) -> bool:
-    """Whether a play of these runs has started `task` of `role` on `host`, from
-    ansible-runner's events as they land in the run journal."""
-    for f in (f for run in runs for f in run.glob("ansible/*/artifacts/*/job_events/*.json")):
-        try:
-            event = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue  # being written
-        data = event.get("event_data") or {}
-        if (event.get("event"), data.get("host"), data.get("role")) == (
-            "runner_on_start", host, role,
-        ) and str(data.get("task", "")).startswith(task):  # fmt: skip
-            return True
-    return False
-
-
 def installed(rack: Rack, rig: str, package: str) -> bool:
     out = rack.ssh(rig, f"dpkg-query -W -f='${{Status}}' {package}", check=False)
     return "install ok installed" in out
@@ -105,46 +51,6 @@ def installed(rack: Rack, rig: str, package: str) -> bool:
 def lock_is_free(rack: Rack, journal: Path) -> bool:
     with farm_lock(journal, rack.lab.inventory, "test"):
         return True
-
-
-class PowerCut:
-    """Cut the rig's power the moment a process whose command line holds `needle` runs on it:
-    the process is frozen (SIGSTOP, so it cannot finish in the time podman takes) and the
-    container killed. Watched from the host's /proc, in the rig's PID namespace, until
-    `done()` (call it when the run it watches has ended: a watcher left running would cut
-    the power of a later test's run)."""
-
-    def __init__(self, rack: Rack, rig: str, needle: str) -> None:
-        self.caught: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._watch, args=(rack.container(rig), needle), daemon=True
-        )
-        self._thread.start()
-
-    def _watch(self, container: str, needle: str) -> None:
-        info = pm.inspect(container)
-        assert info is not None
-        ns = os.readlink(f"/proc/{info['State']['Pid']}/ns/pid")
-        while not self._stop.is_set():
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    if needle in cmd and os.readlink(entry / "ns" / "pid") == ns:
-                        os.kill(int(entry.name), signal.SIGSTOP)
-                        pm.podman("kill", container)
-                        self.caught.append(cmd)
-                        return
-                except OSError:
-                    continue
-            time.sleep(0.01)
-
-    def done(self) -> list[str]:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        return self.caught
 
 
 def test_sigint_mid_batch_stops_cleanly_with_every_rig_recorded(rack, journal, before):
