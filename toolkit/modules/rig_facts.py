@@ -69,6 +69,8 @@ def norm_bus_id(bus_id):
 
 
 def gpus_from_nvml():
+    # The probe is read-only: Python would otherwise write pynvml's bytecode cache beside it.
+    sys.dont_write_bytecode = True
     import pynvml as n  # raises ImportError where the rig has no pynvml
 
     def opt(fn, *args):
