@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import openai
@@ -104,42 +103,6 @@ def assert_ai_or_mining(rack: Rack, rig: str, before: dict[str, object]) -> str:
     wait_for(lambda: hashing(rack, rig), 90, f"{rig} to hash again")
     assert snapshot_of(rack, rig) == before, f"{rig}: mining files or units differ from before"
     return "mining"
-
-
-class Run:
-    """`rigpivot convert` in the background, as an operator's terminal runs it."""
-
-    def __init__(self, rack: Rack, journal: Path, *args: str):
-        self.log = journal.parent / f"{journal.name}-convert-{time.monotonic_ns()}.log"
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                ["rigpivot", "convert", "-i", str(rack.lab.inventory), "--yes", "--journal",
-                 str(journal), *args],
-                stdout=out, stderr=subprocess.STDOUT, text=True,
-            )  # fmt: skip
-
-    def wait(self, timeout: float) -> int:
-        return self.proc.wait(timeout=timeout)
-
-    @property
-    def output(self) -> str:
-        return self.log.read_text()[-4000:]
-
-
-def task_started(runs: list[Path], host: str, role: str, task: str) -> bool:
-    """Whether a play of these runs has started `task` of `role` on `host`, from
-    ansible-runner's events as they land in the run journal."""
-    for f in (f for run in runs for f in run.glob("ansible/*/artifacts/*/job_events/*.json")):
-        try:
-            event = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue  # being written
-        data = event.get("event_data") or {}
-        if (event.get("event"), data.get("host"), data.get("role")) == (
-            "runner_on_start", host, role,
-        ) and str(data.get("task", "")).startswith(task):  # fmt: skip
-            return True
-    return False
 
 
 # Connect to each host:port once, from inside a rig: open, refused (TCP reset: nothing listens,

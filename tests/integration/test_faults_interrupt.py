@@ -11,25 +11,20 @@ rollback at the end returns both to mining byte for byte.
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
-import time
-from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import Rack, wait_for
 from tests.integration.endstate import (
-    Run,
     assert_ai_or_mining,
     outcomes,
     record,
     report,
     rigpivot,
     state,
-    task_started,
 )
+from tests.integration.interrupt import PowerCut, Run, plays_of, task_started
 from toolkit.lab import podman as pm
 
 pytestmark = pytest.mark.lab
@@ -46,20 +41,6 @@ def rack(lab_factory) -> Rack:
     return lab_factory(2, PROFILE)
 
 
-def plays_of(journal: Path) -> list[int]:
-    """ansible-playbook (and its forks) still running for a run journal under `journal`."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if str(journal) in cmd and "ansible" in cmd:
-                pids.append(int(entry.name))
-    return pids
-
-
 def installed(rack: Rack, rig: str, package: str) -> bool:
     out = rack.ssh(rig, f"dpkg-query -W -f='${{Status}}' {package}", check=False)
     return "install ok installed" in out
@@ -68,46 +49,6 @@ def installed(rack: Rack, rig: str, package: str) -> bool:
 def leases_held(rack: Rack) -> dict[str, object]:
     """The rigs whose pivot record still names a run that may change them."""
     return {rig: record(rack, rig)["lease"] for rig in rack.rigs if "lease" in record(rack, rig)}
-
-
-class PowerCut:
-    """Cut the rig's power the moment a process whose command line holds `needle` runs on it:
-    the process is frozen (SIGSTOP, so it cannot finish in the time podman takes) and the
-    container killed. Watched from the host's /proc, in the rig's PID namespace, until
-    `done()` (call it when the run it watches has ended: a watcher left running would cut
-    the power of a later test's run)."""
-
-    def __init__(self, rack: Rack, rig: str, needle: str) -> None:
-        self.caught: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._watch, args=(rack.container(rig), needle), daemon=True
-        )
-        self._thread.start()
-
-    def _watch(self, container: str, needle: str) -> None:
-        info = pm.inspect(container)
-        assert info is not None
-        ns = os.readlink(f"/proc/{info['State']['Pid']}/ns/pid")
-        while not self._stop.is_set():
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    if needle in cmd and os.readlink(entry / "ns" / "pid") == ns:
-                        os.kill(int(entry.name), signal.SIGSTOP)
-                        pm.podman("kill", container)
-                        self.caught.append(cmd)
-                        return
-                except OSError:
-                    continue
-            time.sleep(0.01)
-
-    def done(self) -> list[str]:
-        self._stop.set()
-        self._thread.join(timeout=30)
-        return self.caught
 
 
 def test_sigint_mid_batch_stops_cleanly_with_every_rig_recorded(rack, journal, before):

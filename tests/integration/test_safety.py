@@ -25,7 +25,6 @@ import pytest
 
 from tests.integration.conftest import Rack, wait_for
 from tests.integration.endstate import (
-    Run,
     api_key,
     assert_ai_or_mining,
     endpoint_answers,
@@ -35,8 +34,8 @@ from tests.integration.endstate import (
     report,
     rigpivot,
     state,
-    task_started,
 )
+from tests.integration.interrupt import Run, task_started
 
 pytestmark = pytest.mark.lab
 

@@ -59,3 +59,13 @@ def test_the_ledger_keeps_the_packages_a_step_is_about_to_add_not_those_the_rig_
     r = rig_state(record, installing=["sl", "bash"])  # sl: not on this machine; bash: is
     assert r["changed"], r
     assert "sl" in r["record"]["created_packages"] and "bash" not in r["record"]["created_packages"]
+
+
+def test_the_ledger_keeps_the_users_a_step_is_about_to_create_not_those_the_rig_has(
+    tmp_path: Path,
+):
+    record = tmp_path / "state.json"
+    r = rig_state(record, users=["rigpivot-nobody-here", "root"])
+    assert r["changed"] and r["record"]["created_users"] == ["rigpivot-nobody-here"], r
+    r = rig_state(record, state="mining", force=True, retire=True)
+    assert json.loads(record.read_text())["created_users"] == []

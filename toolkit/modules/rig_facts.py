@@ -67,6 +67,8 @@ SMI_FIELDS = [
 
 
 def gpus_from_nvml():
+    # The probe is read-only: Python would otherwise write pynvml's bytecode cache beside it.
+    sys.dont_write_bytecode = True
     import pynvml as n  # raises ImportError where the rig has no pynvml
 
     def opt(fn, *args):

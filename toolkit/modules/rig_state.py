@@ -8,8 +8,9 @@ it `restoring` while it works (so a rollback cut short is recorded as such).
 
 The record is also the conversion's ledger: a step names the paths it is about to create
 (`created`) before it creates them, and those that do not exist yet are kept in the record's
-`created` list. Rollback removes exactly those (and restores what the snapshot holds), so it
-never deletes a file the operator made. `retire` ends a conversion: its snapshot id moves to
+`created` list (likewise the packages apt is about to add, `created_packages`, and the system
+users, `created_users`). Rollback removes exactly those (and restores what the snapshot holds),
+so it never deletes a file, package or user the operator made. `retire` ends a conversion: its snapshot id moves to
 `retired_snapshots` (never restored again) and the ledger is emptied.
 """
 
@@ -46,6 +47,13 @@ options:
     type: list
     elements: str
     default: []
+  users:
+    description: >-
+      System users the step is about to create; those the rig has no passwd entry for now join
+      the ledger's `created_users`, which rollback removes (with their group).
+    type: list
+    elements: str
+    default: []
   retire:
     description: End the conversion (with rollback's state mining) - retire its snapshot, empty the ledger.
     type: bool
@@ -65,6 +73,7 @@ options:
 
 import json
 import os
+import pwd
 import re
 
 from ansible.module_utils.basic import AnsibleModule
@@ -102,6 +111,14 @@ def installed(name):
     return rc == 0 and out[1:2] == "i"
 
 
+def has_user(name):
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        return False
+    return True
+
+
 def rank(state):
     return ORDER.index(state) if state in ORDER else -1
 
@@ -121,6 +138,8 @@ def update(before, p, check_mode):
     pkg_ledger = list(before.get("created_packages") or [])
     if p["installing"] and not check_mode:
         pkg_ledger += [n for n in new_packages(p["installing"]) if n not in pkg_ledger]
+    user_ledger = list(before.get("created_users") or [])
+    user_ledger += [u for u in p["users"] if u not in user_ledger and not has_user(u)]
     if p["retire"]:
         # The conversion's facts (drained units, ports, versions) end with it: the next
         # conversion records its own. What stays is which snapshots were restored.
@@ -128,17 +147,20 @@ def update(before, p, check_mode):
         if merged.get("snapshot_id") and merged["snapshot_id"] not in retired:
             retired.append(merged["snapshot_id"])
         merged = dict(p["facts"], retired_snapshots=retired, snapshot_id=None)
-        ledger, pkg_ledger = [], []
+        ledger, pkg_ledger, user_ledger = [], [], []
     after["facts"] = merged
     if ledger or "created" in before:
         after["created"] = ledger
     if pkg_ledger or "created_packages" in before:
         after["created_packages"] = pkg_ledger
+    if user_ledger or "created_users" in before:
+        after["created_users"] = user_ledger
     changed = (
         moved
         or merged != (before.get("facts") or {})
         or ledger != list(before.get("created") or [])
         or pkg_ledger != list(before.get("created_packages") or [])
+        or user_ledger != list(before.get("created_users") or [])
     )
     if changed:
         now = utc_now()
@@ -161,6 +183,7 @@ def main():
             force=dict(type="bool", default=False),
             created=dict(type="list", elements="str", default=[]),
             installing=dict(type="list", elements="str", default=[]),
+            users=dict(type="list", elements="str", default=[]),
             retire=dict(type="bool", default=False),
             set_aside_damaged=dict(type="bool", default=False),
             path=dict(type="path", default="/var/lib/rigpivot/state.json"),
