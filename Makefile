@@ -29,8 +29,8 @@ demo: lab-deps venv
 	$(BIN)/rigpivot convert --inventory inventories/lab/farm.ini --yes --journal runs
 
 lint: venv
-	$(BIN)/ruff check toolkit tests benchmarks
-	$(BIN)/ruff format --check toolkit tests benchmarks
+	$(BIN)/ruff check toolkit plugins tests benchmarks
+	$(BIN)/ruff format --check toolkit plugins tests benchmarks
 	$(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint -q
 

@@ -1,4 +1,4 @@
-"""The rig-side library (toolkit/module_utils/rigpivot_rig.py): one definition of a miner, one
+"""The rig-side library (plugins/module_utils/rigpivot_rig.py): one definition of a miner, one
 systemd and nvidia-smi reader, shared by the probe, the snapshot and the drain."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from types import ModuleType
 from toolkit.probe import MODULE, probe_payload
 
 REPO = Path(__file__).resolve().parents[2]
-LIBRARY = REPO / "toolkit" / "module_utils" / "rigpivot_rig.py"
+LIBRARY = REPO / "plugins" / "module_utils" / "rigpivot_rig.py"
 
 
 def library() -> ModuleType:

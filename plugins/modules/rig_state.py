@@ -68,17 +68,33 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import (
-    DamagedRecord,
-    load_record,
-    new_record,
-    record_locked,
-    renew_lease,
-    run,
-    save_record,
-    utc_now,
-    utc_text,
-)
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import (
+        DamagedRecord,
+        load_record,
+        new_record,
+        record_locked,
+        renew_lease,
+        run,
+        save_record,
+        utc_now,
+        utc_text,
+    )
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        DamagedRecord,
+        load_record,
+        new_record,
+        record_locked,
+        renew_lease,
+        run,
+        save_record,
+        utc_now,
+        utc_text,
+    )
 
 # Hardening comes before the engines: no inference port listens before the firewall is in force.
 ORDER = ["mining", "snapshotted", "drained", "hardened", "stack_installed", "serving", "ai"]

@@ -31,7 +31,13 @@ audit: {description: "`dpkg --audit` before the run", type: str}
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import run
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import run
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import run
 
 
 def unfinished(admindir):

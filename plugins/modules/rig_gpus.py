@@ -21,7 +21,16 @@ gpus:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import NVIDIA_VENDOR, pci_gpus
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import NVIDIA_VENDOR, pci_gpus
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        NVIDIA_VENDOR,
+        pci_gpus,
+    )
 
 
 def main():

@@ -25,18 +25,31 @@ import re
 import shutil
 import sys
 
-# The probe replaces this import with the library's source (and sets PIPED); keep it one
-# statement.
-from ansible.module_utils.rigpivot_rig import (
-    find_miners,
-    miner_stats,
-    norm_bus_id,
-    pci_gpus,
-    read,
-    run,
-    smi_query,
-    smi_value,
-)
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there. The probe
+# replaces this whole try statement with the library's source (and sets PIPED): keep it one.
+try:
+    from ansible.module_utils.rigpivot_rig import (
+        find_miners,
+        miner_stats,
+        norm_bus_id,
+        pci_gpus,
+        read,
+        run,
+        smi_query,
+        smi_value,
+    )
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        find_miners,
+        miner_stats,
+        norm_bus_id,
+        pci_gpus,
+        read,
+        run,
+        smi_query,
+        smi_value,
+    )
 
 PIPED = False
 # 2: host.model_disk; 3: each card's power_draw_w, each miner's API figures (miner_stats),

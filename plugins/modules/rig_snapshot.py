@@ -49,14 +49,27 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import (
-    exec_paths,
-    miner_stats,
-    smi_power_draw,
-    smi_query,
-    smi_value,
-    unit_show,
-)
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import (
+        exec_paths,
+        miner_stats,
+        smi_power_draw,
+        smi_query,
+        smi_value,
+        unit_show,
+    )
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        exec_paths,
+        miner_stats,
+        smi_power_draw,
+        smi_query,
+        smi_value,
+        unit_show,
+    )
 
 # Unit files under these belong to packages (HiveOS's own or Debian's): not operator config.
 PACKAGE_UNIT_DIRS = ("/lib/systemd/", "/usr/lib/systemd/")

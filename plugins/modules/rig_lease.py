@@ -82,16 +82,31 @@ import datetime
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import (
-    DamagedRecord,
-    lease_left,
-    load_record,
-    new_record,
-    record_locked,
-    save_record,
-    utc_now,
-    utc_text,
-)
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import (
+        DamagedRecord,
+        lease_left,
+        load_record,
+        new_record,
+        record_locked,
+        save_record,
+        utc_now,
+        utc_text,
+    )
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        DamagedRecord,
+        lease_left,
+        load_record,
+        new_record,
+        record_locked,
+        save_record,
+        utc_now,
+        utc_text,
+    )
 
 
 def decide(record, p, now):
