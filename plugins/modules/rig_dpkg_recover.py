@@ -12,6 +12,9 @@ when it ran and dpkg's state moved; in check mode it says whether it would run.
 DOCUMENTATION = r"""
 module: rig_dpkg_recover
 short_description: Run `dpkg --configure -a` when an interrupted dpkg left work half done (best effort).
+description:
+  - Runs C(dpkg --configure -a) only when an interrupted dpkg left work to finish (its journal or C(dpkg --audit)). Best effort - never fails.
+author: rigpivot maintainers
 options:
   admindir:
     description: dpkg's database directory.

@@ -10,6 +10,9 @@ leave a rig without NVIDIA cards alone (nvidia_driver, cuda, power_profile) ask 
 DOCUMENTATION = r"""
 module: rig_gpus
 short_description: List the NVIDIA VGA, 3D and display controllers on a rig's PCI bus (lspci).
+description:
+  - Read-only. The NVIDIA cards on the rig's PCI bus (VGA, 3D and display controllers with NVIDIA's vendor id, as lspci lists them), whatever their driver says.
+author: rigpivot maintainers
 options: {}
 """
 

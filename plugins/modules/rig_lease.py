@@ -19,6 +19,10 @@ working keeps its rigs; a controller that died lets go after `ttl` seconds.
 DOCUMENTATION = r"""
 module: rig_lease
 short_description: Take, renew or release a rig's lease (one run changes a rig at a time).
+description:
+  - Which run may change the rig now, kept in the rig's pivot record and taken or released under the record's lock, whichever controller, cron job or AWX job asks.
+  - A live lease of another run fails the task (C(held_by)); an expired one is taken over (C(took_over)).
+author: rigpivot maintainers
 options:
   run:
     description: The run's id (rigpivot's journal run id, an AWX job id).

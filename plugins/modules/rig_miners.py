@@ -11,6 +11,9 @@ brings back.
 DOCUMENTATION = r"""
 module: rig_miners
 short_description: Find a rig's miners (by program name and GPU use) and the units running them.
+description:
+  - Read-only. The rig's miners by program name and GPU use (the definition preflight's probe and the snapshot share), each mapped to the systemd unit that runs it, and the cron lines that start one at boot.
+author: rigpivot maintainers
 options: {}
 """
 

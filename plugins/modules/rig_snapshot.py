@@ -12,6 +12,10 @@ mid-snapshot has either a whole snapshot or none.
 DOCUMENTATION = r"""
 module: rig_snapshot
 short_description: Take (once) the snapshot of a mining rig that rollback restores from.
+description:
+  - Copies everything rollback needs into /var/lib/rigpivot/snapshots/<id>/ (changing nothing else), written to a temporary directory and renamed into place.
+  - One snapshot per conversion; a conversion that resumes passes its snapshot's id (C(reuse)).
+author: rigpivot maintainers
 options:
   root: {type: path, default: /var/lib/rigpivot/snapshots, description: Where snapshots live.}
   paths: {type: list, elements: str, default: [], description: Files or shell globs to copy.}

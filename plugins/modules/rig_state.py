@@ -16,6 +16,10 @@ never deletes a file the operator made. `retire` ends a conversion: its snapshot
 DOCUMENTATION = r"""
 module: rig_state
 short_description: Record a rig's pivot state (mining, snapshotted, ..., ai) on the rig.
+description:
+  - The rig's place in the pivot, kept on the rig in the pivot record (/var/lib/rigpivot/state.json). States move forward only; C(force) moves back (rollback, quarantine, restoring).
+  - The record is also the conversion's ledger - paths and packages a step is about to create join it, and rollback removes exactly those.
+author: rigpivot maintainers
 options:
   state:
     description: The state the rig has reached; omit it to record facts only.
