@@ -62,6 +62,7 @@ def test_every_drained_miner_name_is_one_the_probe_knows():
 def test_the_probe_payload_is_one_file_that_runs_without_ansible(tmp_path: Path):
     payload = probe_payload()
     assert b"ansible.module_utils.rigpivot_rig" not in payload
+    assert b"ansible_collections" not in payload
     assert b"\nPIPED = True\n" in payload
     script = tmp_path / "rig_facts.py"
     script.write_bytes(payload)
