@@ -8,7 +8,7 @@ PROFILE ?= mixed
 PYTEST_WORKERS ?= 2
 PYTEST_ARGS ?=
 
-.PHONY: demo test lab-deps venv lint check lab-down
+.PHONY: demo test lab-deps venv lint check lab-down ee-context
 
 lab-deps:
 	@scripts/host-deps.sh
@@ -29,8 +29,8 @@ demo: lab-deps venv
 	$(BIN)/rigpivot convert --inventory inventories/lab/farm.ini --yes --journal runs
 
 lint: venv
-	$(BIN)/ruff check toolkit tests benchmarks
-	$(BIN)/ruff format --check toolkit tests benchmarks
+	$(BIN)/ruff check toolkit plugins tests benchmarks
+	$(BIN)/ruff format --check toolkit plugins tests benchmarks
 	$(BIN)/mypy
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint -q
 
@@ -39,3 +39,9 @@ test: lab-deps venv lint
 
 lab-down: venv
 	$(BIN)/rigpivot lab down
+
+# The execution environment's build context (execution-environment.yml): the collection's
+# artifact, then `ansible-builder create` into build/ee (`podman build build/ee` makes the image).
+ee-context: venv
+	$(BIN)/ansible-galaxy collection build --force --output-path build/collection .
+	$(BIN)/ansible-builder create -f execution-environment.yml -c build/ee

@@ -21,7 +21,7 @@ def _rig_library() -> None:
     (`ansible.module_utils.rigpivot_rig`): tests that import a module directly get it the same
     way."""
     name = "ansible.module_utils.rigpivot_rig"
-    path = Path(__file__).resolve().parents[1] / "toolkit" / "module_utils" / "rigpivot_rig.py"
+    path = Path(__file__).resolve().parents[1] / "plugins" / "module_utils" / "rigpivot_rig.py"
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

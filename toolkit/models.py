@@ -133,7 +133,7 @@ def served_lines(instances: list[ServedInstance]) -> list[str]:
 
 
 class RigLease(BaseModel):
-    """Which run may change the rig (the record's `lease`, toolkit/modules/rig_lease.py)."""
+    """Which run may change the rig (the record's `lease`, plugins/modules/rig_lease.py)."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -160,7 +160,7 @@ class PivotRecord(BaseModel):
 
 
 class RigFacts(BaseModel):
-    """The probe's answer (toolkit/modules/rig_facts.py), validated at the controller."""
+    """The probe's answer (plugins/modules/rig_facts.py), validated at the controller."""
 
     model_config = ConfigDict(extra="ignore")
 

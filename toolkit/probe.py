@@ -1,5 +1,5 @@
-"""Read-only fleet probe over SSH (paramiko's one home): pipe modules/rig_facts.py to each
-rig's `python3 -`, with bounded concurrency, a per-host timeout and host keys checked
+"""Read-only fleet probe over SSH (paramiko's one home): pipe plugins/modules/rig_facts.py to
+each rig's `python3 -`, with bounded concurrency, a per-host timeout and host keys checked
 against known_hosts. A rig that cannot be reached is reported, never fatal for the rest."""
 
 from __future__ import annotations
@@ -25,10 +25,19 @@ from toolkit.models import RigFacts
 
 log = logging.getLogger(__name__)
 
-MODULE = Path(__file__).with_name("modules") / "rig_facts.py"
-RIG_LIBRARY = Path(__file__).with_name("module_utils") / "rigpivot_rig.py"
+# The collection's plugins (the repository is the Ansible collection rigpivot.farm).
+PLUGINS = Path(__file__).resolve().parents[1] / "plugins"
+MODULE = PLUGINS / "modules" / "rig_facts.py"
+RIG_LIBRARY = PLUGINS / "module_utils" / "rigpivot_rig.py"
+# The module's one import of the library: from the library path, else from the collection.
+_IMPORTS = r"(?:\([^)]*\)|[^\n(]+)"
 _LIBRARY_IMPORT = re.compile(
-    r"^from ansible\.module_utils\.rigpivot_rig import (\([^)]*\)|[^\n(]+)\n", re.M
+    r"^try:\n"
+    rf"    from ansible\.module_utils\.rigpivot_rig import {_IMPORTS}\n"
+    r"except ImportError:\n"
+    r"    from ansible_collections\.rigpivot\.farm\.plugins\.module_utils\.rigpivot_rig"
+    rf" import {_IMPORTS}\n",
+    re.M,
 )
 
 
@@ -39,7 +48,7 @@ def probe_payload() -> bytes:
     module = MODULE.read_text()
     match = _LIBRARY_IMPORT.search(module)
     if match is None:
-        raise RuntimeError(f"{MODULE} does not import the rig library in one statement")
+        raise RuntimeError(f"{MODULE} does not import the rig library in one try statement")
     payload = module[: match.start()] + RIG_LIBRARY.read_text() + module[match.end() :]
     return payload.replace("\nPIPED = False\n", "\nPIPED = True\n", 1).encode()
 

@@ -172,8 +172,8 @@ def run_playbook(
     env = {
         "ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
-        "ANSIBLE_LIBRARY": str(REPO_ROOT / "toolkit" / "modules"),
-        "ANSIBLE_MODULE_UTILS": str(REPO_ROOT / "toolkit" / "module_utils"),
+        "ANSIBLE_LIBRARY": str(REPO_ROOT / "plugins" / "modules"),
+        "ANSIBLE_MODULE_UTILS": str(REPO_ROOT / "plugins" / "module_utils"),
         "ANSIBLE_NOCOLOR": "1",
         # Host keys are always checked. ansible-runner sets this to False unless the
         # environment names it, and False makes Ansible switch ssh's strict checking off

@@ -46,7 +46,7 @@ def rack(lab_factory: Callable[..., Rack], tmp_path_factory: pytest.TempPathFact
         os.environ,
         ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
         ANSIBLE_ROLES_PATH=str(REPO / "roles"),
-        ANSIBLE_LIBRARY=str(REPO / "toolkit" / "modules"),
+        ANSIBLE_LIBRARY=str(REPO / "plugins" / "modules"),
     )
     proc = subprocess.run(
         [

@@ -1,4 +1,4 @@
-"""Run one of the rig-side modules (toolkit/modules) through ansible-playbook on this machine,
+"""Run one of the rig-side modules (plugins/modules) through ansible-playbook on this machine,
 with the rig library beside it as Ansible ships it, and return its result."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ def run_module(
     goes first on PATH."""
     env = dict(
         os.environ,
-        ANSIBLE_LIBRARY=str(REPO / "toolkit" / "modules"),
-        ANSIBLE_MODULE_UTILS=str(REPO / "toolkit" / "module_utils"),
+        ANSIBLE_LIBRARY=str(REPO / "plugins" / "modules"),
+        ANSIBLE_MODULE_UTILS=str(REPO / "plugins" / "module_utils"),
         ANSIBLE_LOCALHOST_WARNING="False",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
         ANSIBLE_STDOUT_CALLBACK="json",

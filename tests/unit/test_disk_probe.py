@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from plugins.modules.rig_facts import disk_facts, model_disk
 from toolkit.models import DiskFacts
-from toolkit.modules.rig_facts import disk_facts, model_disk
 
 
 def _disk(sys: Path, devpath: str, name: str, rotational: str, removable: str = "0") -> Path:

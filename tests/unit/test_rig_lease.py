@@ -1,4 +1,4 @@
-"""The rig lease (toolkit/modules/rig_lease.py): one run changes a rig at a time, whichever
+"""The rig lease (plugins/modules/rig_lease.py): one run changes a rig at a time, whichever
 controller it comes from. Run through Ansible on this machine, on a record in a temp folder."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import json
 import threading
 from pathlib import Path
 
+from plugins.module_utils.rigpivot_rig import record_lock_path
 from tests.unit.rig_modules import run_module
 from tests.unit.test_rig_state import rig_state
-from toolkit.module_utils.rigpivot_rig import record_lock_path
 
 
 def lease(record: Path, run: str, *, check: bool = False, **args: object) -> dict:

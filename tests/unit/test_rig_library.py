@@ -1,4 +1,4 @@
-"""The rig-side library (toolkit/module_utils/rigpivot_rig.py): one definition of a miner, one
+"""The rig-side library (plugins/module_utils/rigpivot_rig.py): one definition of a miner, one
 systemd and nvidia-smi reader, shared by the probe, the snapshot and the drain."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from types import ModuleType
 from toolkit.probe import MODULE, probe_payload
 
 REPO = Path(__file__).resolve().parents[2]
-LIBRARY = REPO / "toolkit" / "module_utils" / "rigpivot_rig.py"
+LIBRARY = REPO / "plugins" / "module_utils" / "rigpivot_rig.py"
 
 
 def library() -> ModuleType:
@@ -62,6 +62,7 @@ def test_every_drained_miner_name_is_one_the_probe_knows():
 def test_the_probe_payload_is_one_file_that_runs_without_ansible(tmp_path: Path):
     payload = probe_payload()
     assert b"ansible.module_utils.rigpivot_rig" not in payload
+    assert b"ansible_collections" not in payload
     assert b"\nPIPED = True\n" in payload
     script = tmp_path / "rig_facts.py"
     script.write_bytes(payload)

@@ -1,4 +1,4 @@
-"""What a snapshot captures (toolkit/modules/rig_snapshot.py), run on this machine's files."""
+"""What a snapshot captures (plugins/modules/rig_snapshot.py), run on this machine's files."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def rig_snapshot() -> ModuleType:
     # tests/conftest.py makes the rig library importable as Ansible ships it.
-    path = REPO / "toolkit" / "modules" / "rig_snapshot.py"
+    path = REPO / "plugins" / "modules" / "rig_snapshot.py"
     spec = importlib.util.spec_from_file_location("rig_snapshot", path)
     assert spec and spec.loader
     mod = importlib.util.module_from_spec(spec)

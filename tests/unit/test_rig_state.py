@@ -1,4 +1,4 @@
-"""The pivot record (toolkit/modules/rig_state.py) as its conversion's ledger, run through
+"""The pivot record (plugins/modules/rig_state.py) as its conversion's ledger, run through
 Ansible on this machine."""
 
 from __future__ import annotations

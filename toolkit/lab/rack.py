@@ -51,7 +51,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_STATE_DIR = REPO_ROOT / "inventories" / "lab"
 HIVE_RENDER = lab_image.IMAGE_DIR / "overlay/usr/lib/lab/hive_render.py"
 READY_TIMEOUT = 180.0
-# The record rigpivot keeps on a rig it has worked on (toolkit/modules/rig_state.py).
+# The record rigpivot keeps on a rig it has worked on (plugins/modules/rig_state.py).
 PIVOT_RECORD = "/var/lib/rigpivot/state.json"
 
 

@@ -12,6 +12,10 @@ mid-snapshot has either a whole snapshot or none.
 DOCUMENTATION = r"""
 module: rig_snapshot
 short_description: Take (once) the snapshot of a mining rig that rollback restores from.
+description:
+  - Copies everything rollback needs into /var/lib/rigpivot/snapshots/<id>/ (changing nothing else), written to a temporary directory and renamed into place.
+  - One snapshot per conversion; a conversion that resumes passes its snapshot's id (C(reuse)).
+author: rigpivot maintainers
 options:
   root: {type: path, default: /var/lib/rigpivot/snapshots, description: Where snapshots live.}
   paths: {type: list, elements: str, default: [], description: Files or shell globs to copy.}
@@ -49,14 +53,27 @@ import subprocess
 import tempfile
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import (
-    exec_paths,
-    miner_stats,
-    smi_power_draw,
-    smi_query,
-    smi_value,
-    unit_show,
-)
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import (
+        exec_paths,
+        miner_stats,
+        smi_power_draw,
+        smi_query,
+        smi_value,
+        unit_show,
+    )
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        exec_paths,
+        miner_stats,
+        smi_power_draw,
+        smi_query,
+        smi_value,
+        unit_show,
+    )
 
 # Unit files under these belong to packages (HiveOS's own or Debian's): not operator config.
 PACKAGE_UNIT_DIRS = ("/lib/systemd/", "/usr/lib/systemd/")

@@ -11,6 +11,9 @@ brings back.
 DOCUMENTATION = r"""
 module: rig_miners
 short_description: Find a rig's miners (by program name and GPU use) and the units running them.
+description:
+  - Read-only. The rig's miners by program name and GPU use (the definition preflight's probe and the snapshot share), each mapped to the systemd unit that runs it, and the cron lines that start one at boot.
+author: rigpivot maintainers
 options: {}
 """
 
@@ -25,7 +28,17 @@ cron: {description: "@reboot lines of the cron tables that start a miner ({path,
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import find_miners, miner_cron_lines, unit_show
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import find_miners, miner_cron_lines, unit_show
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        find_miners,
+        miner_cron_lines,
+        unit_show,
+    )
 
 
 def main():

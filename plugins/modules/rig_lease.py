@@ -19,6 +19,10 @@ working keeps its rigs; a controller that died lets go after `ttl` seconds.
 DOCUMENTATION = r"""
 module: rig_lease
 short_description: Take, renew or release a rig's lease (one run changes a rig at a time).
+description:
+  - Which run may change the rig now, kept in the rig's pivot record and taken or released under the record's lock, whichever controller, cron job or AWX job asks.
+  - A live lease of another run fails the task (C(held_by)); an expired one is taken over (C(took_over)).
+author: rigpivot maintainers
 options:
   run:
     description: The run's id (rigpivot's journal run id, an AWX job id).
@@ -82,16 +86,31 @@ import datetime
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import (
-    DamagedRecord,
-    lease_left,
-    load_record,
-    new_record,
-    record_locked,
-    save_record,
-    utc_now,
-    utc_text,
-)
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import (
+        DamagedRecord,
+        lease_left,
+        load_record,
+        new_record,
+        record_locked,
+        save_record,
+        utc_now,
+        utc_text,
+    )
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        DamagedRecord,
+        lease_left,
+        load_record,
+        new_record,
+        record_locked,
+        save_record,
+        utc_now,
+        utc_text,
+    )
 
 
 def decide(record, p, now):

@@ -18,6 +18,26 @@ Options (Ansible args, or `--key=value` on the command line):
                (default /var/lib/rigpivot)
 """
 
+DOCUMENTATION = r"""
+module: rig_facts
+short_description: What a rig is made of and where it stands in the pivot, read-only.
+description:
+  - GPUs (NVML, else nvidia-smi, and lspci for the cards the NVIDIA stack cannot see), host RAM, disk and CPU, OS, kernel, secure boot, the mining platform and its miners (with their own API's figures), and the pivot record.
+  - Sets the fact C(rig_facts). Secrets in mining configs are never read into the facts.
+  - The same file is the payload preflight pipes to C(python3 -) over SSH, with the rig library inlined.
+author: rigpivot maintainers
+options:
+  gpu_source:
+    description: Where GPU facts come from; C(auto) tries NVML first.
+    type: str
+    choices: [auto, nvml, nvidia-smi]
+    default: auto
+  model_path:
+    description: Where models will live; free disk and the block device under it are measured there.
+    type: path
+    default: /var/lib/rigpivot
+"""
+
 import json
 import os
 import platform
@@ -25,18 +45,31 @@ import re
 import shutil
 import sys
 
-# The probe replaces this import with the library's source (and sets PIPED); keep it one
-# statement.
-from ansible.module_utils.rigpivot_rig import (
-    find_miners,
-    miner_stats,
-    norm_bus_id,
-    pci_gpus,
-    read,
-    run,
-    smi_query,
-    smi_value,
-)
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there. The probe
+# replaces this whole try statement with the library's source (and sets PIPED): keep it one.
+try:
+    from ansible.module_utils.rigpivot_rig import (
+        find_miners,
+        miner_stats,
+        norm_bus_id,
+        pci_gpus,
+        read,
+        run,
+        smi_query,
+        smi_value,
+    )
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        find_miners,
+        miner_stats,
+        norm_bus_id,
+        pci_gpus,
+        read,
+        run,
+        smi_query,
+        smi_value,
+    )
 
 PIPED = False
 # 2: host.model_disk; 3: each card's power_draw_w, each miner's API figures (miner_stats),

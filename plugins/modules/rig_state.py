@@ -17,6 +17,10 @@ so it never deletes a file, package or user the operator made. `retire` ends a c
 DOCUMENTATION = r"""
 module: rig_state
 short_description: Record a rig's pivot state (mining, snapshotted, ..., ai) on the rig.
+description:
+  - The rig's place in the pivot, kept on the rig in the pivot record (/var/lib/rigpivot/state.json). States move forward only; C(force) moves back (rollback, quarantine, restoring).
+  - The record is also the conversion's ledger - paths and packages a step is about to create join it, and rollback removes exactly those.
+author: rigpivot maintainers
 options:
   state:
     description: The state the rig has reached; omit it to record facts only.
@@ -77,17 +81,33 @@ import pwd
 import re
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import (
-    DamagedRecord,
-    load_record,
-    new_record,
-    record_locked,
-    renew_lease,
-    run,
-    save_record,
-    utc_now,
-    utc_text,
-)
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import (
+        DamagedRecord,
+        load_record,
+        new_record,
+        record_locked,
+        renew_lease,
+        run,
+        save_record,
+        utc_now,
+        utc_text,
+    )
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        DamagedRecord,
+        load_record,
+        new_record,
+        record_locked,
+        renew_lease,
+        run,
+        save_record,
+        utc_now,
+        utc_text,
+    )
 
 # Hardening comes before the engines: no inference port listens before the firewall is in force.
 ORDER = ["mining", "snapshotted", "drained", "hardened", "stack_installed", "serving", "ai"]

@@ -10,6 +10,9 @@ leave a rig without NVIDIA cards alone (nvidia_driver, cuda, power_profile) ask 
 DOCUMENTATION = r"""
 module: rig_gpus
 short_description: List the NVIDIA VGA, 3D and display controllers on a rig's PCI bus (lspci).
+description:
+  - Read-only. The NVIDIA cards on the rig's PCI bus (VGA, 3D and display controllers with NVIDIA's vendor id, as lspci lists them), whatever their driver says.
+author: rigpivot maintainers
 options: {}
 """
 
@@ -21,7 +24,16 @@ gpus:
 """
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import NVIDIA_VENDOR, pci_gpus
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import NVIDIA_VENDOR, pci_gpus
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        NVIDIA_VENDOR,
+        pci_gpus,
+    )
 
 
 def main():

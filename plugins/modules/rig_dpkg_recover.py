@@ -12,6 +12,9 @@ when it ran and dpkg's state moved; in check mode it says whether it would run.
 DOCUMENTATION = r"""
 module: rig_dpkg_recover
 short_description: Run `dpkg --configure -a` when an interrupted dpkg left work half done (best effort).
+description:
+  - Runs C(dpkg --configure -a) only when an interrupted dpkg left work to finish (its journal or C(dpkg --audit)). Best effort - never fails.
+author: rigpivot maintainers
 options:
   admindir:
     description: dpkg's database directory.
@@ -31,7 +34,13 @@ audit: {description: "`dpkg --audit` before the run", type: str}
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.rigpivot_rig import run
+
+# The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
+# repository) first; an installed collection (rigpivot.farm) when that is not there.
+try:
+    from ansible.module_utils.rigpivot_rig import run
+except ImportError:
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import run
 
 
 def unfinished(admindir):
