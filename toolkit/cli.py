@@ -151,7 +151,7 @@ def _confirmed(verb: str, question: str, yes: bool, check: bool) -> bool:
 @contextlib.contextmanager
 def _stop_on_ctrl_c() -> Iterator[threading.Event]:
     """The first Ctrl-C (SIGINT) asks the run to stop cleanly: the running play is killed, no
-    rollback or batch starts, the report is written and the farm lock released. A second
+    rollback or batch starts, the report is written and the rigs' leases let go. A second
     Ctrl-C quits at once (the play's processes are killed all the same)."""
     stop = threading.Event()
 

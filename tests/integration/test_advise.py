@@ -102,16 +102,15 @@ def test_advised_again_the_converted_rig_stays_on_its_snapshots_mining_figures(
     rack, market, journal
 ):
     # the engines hold their cards (the lab's cuda-watch) within a couple of seconds
-    wait_for(
-        lambda: (
-            rack.ssh("rig03", "nvidia-smi --query-compute-apps=pid --format=csv,noheader")
-            .strip()
-            .count("\n")
-            == 1
-        ),
-        60,
-        "rig03's two engines on their cards",
-    )
+    apps = "nvidia-smi --query-compute-apps=pid,process_name,gpu_bus_id --format=csv,noheader"
+    try:
+        wait_for(lambda: rack.ssh("rig03", apps).strip().count("\n") == 1, 120,
+                 "rig03's two engines on their cards")  # fmt: skip
+    except AssertionError as e:
+        seen = rack.ssh("rig03", f"{apps}; systemctl status --no-pager lab-cuda "
+                                 "'rigpivot-inference@*'; journalctl -u lab-cuda -n 20 --no-pager",
+                        check=False)  # fmt: skip
+        raise AssertionError(f"{e}:\n{seen}") from None
     advice = advise(rack, market, journal, market / "second")
     rigs = by_host(advice)
     assert rigs["rig03"]["side"] == "ai" and rigs["rig03"]["decision"] == "stay"
