@@ -49,9 +49,8 @@ PORT = 8000
 def rack(lab_factory) -> Rack:
     rack = lab_factory(2, PROFILE)
     # The inference ports only from the controller's side (the admin network), not the LAN.
-    admin = rack.lab.state().admin_network
-    ini, n = re.subn(rf"^({RIG} ansible_host=.*)$",
-                     rf"\1 net_hardening_inference_allowed_networks='[\"{admin}\"]'",
+    extra = f""" net_hardening_inference_allowed_networks='["{rack.lab.state().admin_network}"]'"""
+    ini, n = re.subn(rf"^({RIG} ansible_host=.*)$", lambda m: m.group(1) + extra,
                      rack.lab.inventory.read_text(), flags=re.M)  # fmt: skip
     assert n == 1
     rack.lab.inventory.write_text(ini)
@@ -72,13 +71,16 @@ def test_the_rig_mines_with_a_miner_nobody_names_and_sshd_on_2222(rack, before, 
     assert reach(rack, RIG, f"{NEIGHBOUR}:22")[f"{NEIGHBOUR}:22"] == "open"
 
 
+@pytest.mark.timeout(1500)  # a conversion on a loaded 2-core machine
 def test_a_convert_stopped_after_the_engine_started_leaves_no_port_open_to_the_lan(rack, journal):
     earlier = set(journal.iterdir())
     run = Run(rack, journal, "--limit", RIG)
     wait_for(
-        lambda: task_started(sorted(set(journal.iterdir()) - earlier), RIG, "power_profile", ""),
-        1200, "the step after inference_server", every=0.2,
+        lambda: run.proc.poll() is not None
+        or task_started(sorted(set(journal.iterdir()) - earlier), RIG, "power_profile", ""),
+        780, "the step after inference_server", every=0.2,
     )  # fmt: skip
+    assert run.proc.poll() is None, run.output
     run.proc.send_signal(signal.SIGINT)
     assert run.wait(timeout=180) == 130, run.output
     assert state(rack, RIG) == "serving"
@@ -91,6 +93,7 @@ def test_a_convert_stopped_after_the_engine_started_leaves_no_port_open_to_the_l
     assert len(api_key(rack, RIG)) >= 32
 
 
+@pytest.mark.timeout(1500)  # a conversion on a loaded 2-core machine
 def test_the_next_convert_finishes_and_egress_is_default_deny(rack, journal):
     proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--limit", RIG, "--yes",
                     "--journal", str(journal))  # fmt: skip
@@ -132,6 +135,7 @@ def test_validate_fails_while_the_unnamed_miner_runs(rack, journal):
         rack.ssh(RIG, "systemctl stop hashd", check=False)
 
 
+@pytest.mark.timeout(1500)  # a conversion on a loaded 2-core machine
 def test_status_and_rollback_reach_the_rig_on_2222(rack, journal, before, miner_files):
     status = rigpivot("status", "-i", str(rack.lab.inventory), "--limit", RIG)
     assert status.returncode == 0, status.stdout + status.stderr
