@@ -114,7 +114,8 @@ def test_a_crash_looping_instance_is_given_up_long_before_the_timeout(
     assert proc.poll() is None, "one restart is not a crash loop"
     set_unit(units, 1, restarts=5)
     got = instances(proc)
-    assert time.monotonic() - t0 < 30
+    # given up on its restarts, not on the 300 s timeout (a loaded machine's margin)
+    assert time.monotonic() - t0 < 150
     assert got[0]["ready"] is True
     assert got[1]["ready"] is False
     assert got[1]["reason"] == (
