@@ -56,6 +56,7 @@ def rollback_inventory(
         if archive is not None and name in found:
             found[name].update(
                 mining_restore_replace_damaged_record=True,
+                rigpivot_lease_set_aside_damaged=True,
                 mining_restore_snapshot_id=archive.name.removesuffix(".tar.gz"),
                 mining_restore_snapshot_archive=str(archive),
             )

@@ -56,6 +56,12 @@ options:
     type: str
     default: present
     choices: [present, absent]
+  set_aside_damaged:
+    description:
+      - When the record is damaged (not JSON), move it aside (state.json.damaged-<time>) and hold the lease in a new record, instead of failing.
+      - Only for a rollback that restores the rig from the controller's copy of its snapshot (the damaged record names none).
+    type: bool
+    default: false
   path:
     description: Where the pivot record lives.
     type: path
@@ -79,6 +85,10 @@ took_over:
   description: The expired lease of another run that this one took over.
   returned: when it happened
   type: dict
+set_aside:
+  description: Where a damaged record was moved (set_aside_damaged), else null.
+  returned: always
+  type: str
 """
 
 import contextlib
@@ -156,6 +166,7 @@ def main():
             ttl=dict(type="int", default=3600),
             replace=dict(type="list", elements="str", default=[]),
             state=dict(type="str", default="present", choices=["present", "absent"]),
+            set_aside_damaged=dict(type="bool", default=False),
             path=dict(type="path", default="/var/lib/rigpivot/state.json"),
         ),
         supports_check_mode=True,
@@ -169,15 +180,23 @@ def main():
     if releasing and not os.path.exists(p["path"]):
         module.exit_json(changed=False, lease=None)
     with record_locked(p["path"], write=not module.check_mode):
+        set_aside = None
         try:
             record = load_record(p["path"])
         except DamagedRecord as e:
-            module.fail_json(msg=str(e))
+            if not p["set_aside_damaged"]:
+                module.fail_json(msg=str(e))
+            # A damaged record holds no lease anyone could read: this run's rollback restores
+            # the rig from the controller's copy, and the record starts again with its lease.
+            set_aside = "%s.damaged-%s" % (p["path"], utc_text(utc_now()))
+            record = new_record()
         before = record.get("lease")
         lease, refusal, took_over = decide(record, p, utc_now())
         if refusal:
             module.fail_json(msg=refusal, held_by=lease, left=lease_left(lease), lease=lease)
         changed = lease != before
+        if set_aside and not module.check_mode:
+            os.rename(p["path"], set_aside)
         if changed and not module.check_mode:
             if lease is None:
                 record.pop("lease", None)
@@ -190,7 +209,7 @@ def main():
                 remove_empty_folder(os.path.dirname(p["path"]))
             else:
                 save_record(p["path"], record)
-    result = dict(changed=changed, lease=lease)
+    result = dict(changed=changed, lease=lease, set_aside=set_aside)
     if took_over:
         result["took_over"] = took_over
         module.warn(

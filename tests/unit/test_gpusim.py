@@ -292,9 +292,15 @@ def test_an_inference_engine_rigpivot_started_holds_its_card(rig: Rig, tmp_path:
         f"l = importlib.machinery.SourceFileLoader('w', {str(rig.root / 'usr/lib/gpusim/cuda-watch')!r})\n"
         "m = types.ModuleType('w'); m.__file__ = l.path; l.exec_module(m); m.step()\n"
     )
-    with subprocess.Popen(["sleep", "30"], env={**os.environ, **env}) as engine:
+    # As on a lab rig: the engine runs as its own user, and the watcher as a container's root,
+    # without CAP_SYS_PTRACE (when these tests can switch users and drop capabilities).
+    user, root = [], []
+    if os.geteuid() == 0 and shutil.which("setpriv"):
+        user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        root = ["setpriv", "--bounding-set=-sys_ptrace", "--inh-caps=-sys_ptrace"]
+    with subprocess.Popen([*user, "sleep", "30"], env={**os.environ, **env}) as engine:
         try:
-            assert rig.run(sys.executable, "-c", watch).returncode == 0
+            assert rig.run(*root, sys.executable, "-c", watch).returncode == 0
             rows = rig.query("memory.used,power.draw", "-i", "1")
             assert rows == [["815", "140.00"]]  # 300 reserved + 3 MiB model + 512 MiB context
             apps = rig.smi("--query-compute-apps=pid,process_name", "--format=csv,noheader")

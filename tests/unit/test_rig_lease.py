@@ -94,3 +94,19 @@ def test_two_runs_asking_at_once_get_one_lease(tmp_path: Path):
     winners = [r for r, res in results.items() if not res.get("failed")]
     assert len(winners) == 1, results
     assert json.loads(record.read_text())["lease"]["run"] == winners[0]
+
+
+def test_a_damaged_record_fails_the_lease_unless_a_rollback_sets_it_aside(tmp_path: Path):
+    record = tmp_path / "state.json"
+    cut = '{\n  "state": "serving",\n  "step": "valid'  # a power cut mid-write
+    record.write_text(cut)
+    refused = lease(record, "run-a")
+    assert refused["failed"] and "not valid JSON" in refused["msg"]
+    assert record.read_text() == cut
+    assert not lease(record, "run-a", set_aside_damaged=True, check=True).get("failed")
+    assert record.read_text() == cut and len(list(tmp_path.glob("state.json.damaged-*"))) == 0
+    taken = lease(record, "run-a", set_aside_damaged=True)
+    assert not taken.get("failed") and taken["lease"]["run"] == "run-a"
+    (kept,) = tmp_path.glob("state.json.damaged-*")
+    assert kept.read_text() == cut and taken["set_aside"] == str(kept)
+    assert json.loads(record.read_text())["lease"]["run"] == "run-a"

@@ -51,6 +51,23 @@ def podman_out(*args: str, timeout: float | None = 300) -> str:
     return podman(*args, timeout=timeout).stdout.decode(errors="replace").strip()
 
 
+# Where netavark keeps the names aardvark-dns answers for each network (rootful podman): the
+# first line of a network's file is the gateway address aardvark listens on.
+AARDVARK_DIR = Path("/run/containers/networks/aardvark-dns")
+
+
+def forget_stale_dns(network: str, aardvark_dir: Path = AARDVARK_DIR) -> bool:
+    """Remove the name file of a network that no longer exists. Containers killed without
+    their network's teardown (a killed test run, a sandbox gone) leave it behind, and a network
+    created again under that name then gets answers on the old gateway only: its rigs resolve
+    no names. Call only when `network` does not exist. True when a file was removed."""
+    stale = aardvark_dir / network
+    if not stale.is_file():
+        return False
+    stale.unlink()
+    return True
+
+
 def image_exists(tag: str) -> bool:
     return podman("image", "exists", tag, check=False).returncode == 0
 

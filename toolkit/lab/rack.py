@@ -164,6 +164,10 @@ class Lab:
         profiles = catalog.rack_profiles(profile, rigs)  # bad profile: fail before any work
         hostcheck.require()
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        if not self.state().rigs:
+            # A lab with no rigs of its own record: whatever carries its name (containers, a
+            # network) was left by a run that was killed, and goes before the new rack comes up.
+            self.down()
         state = self.state()
         if lab_secrets is not None:
             state.secrets = dict(lab_secrets)
@@ -171,6 +175,8 @@ class Lab:
         image = lab_image.ensure_rig_image()
         self._ensure_key()
         if pm.podman("network", "exists", self.network, check=False).returncode != 0:
+            if pm.forget_stale_dns(self.network):
+                say(f"lab network {self.network}: removed the name records a killed run left")
             pm.podman("network", "create", "--label", f"rigpivot.lab={self.name}", self.network)
         state.subnet, state.admin_network = self._network_addresses()
 
