@@ -368,6 +368,19 @@ def load_record(path=RECORD):
     return record
 
 
+def load_record_or_set_aside(path, set_aside_damaged):
+    """(record, set_aside): the pivot record, or where a damaged one is to be moved when
+    `set_aside_damaged` (a rollback restoring from the controller's copy of the snapshot) and a
+    new record in its place. The caller renames it (never in check mode). A damaged record
+    raises DamagedRecord otherwise."""
+    try:
+        return load_record(path), None
+    except DamagedRecord:
+        if not set_aside_damaged:
+            raise
+        return new_record(), "%s.damaged-%s" % (path, utc_text(utc_now()))
+
+
 def save_record(path, record):
     """Write the record whole or not at all (a temporary file renamed over it)."""
     import json

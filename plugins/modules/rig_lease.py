@@ -103,7 +103,7 @@ try:
     from ansible.module_utils.rigpivot_rig import (
         DamagedRecord,
         lease_left,
-        load_record,
+        load_record_or_set_aside,
         new_record,
         record_locked,
         save_record,
@@ -114,7 +114,7 @@ except ImportError:
     from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
         DamagedRecord,
         lease_left,
-        load_record,
+        load_record_or_set_aside,
         new_record,
         record_locked,
         save_record,
@@ -180,16 +180,12 @@ def main():
     if releasing and not os.path.exists(p["path"]):
         module.exit_json(changed=False, lease=None)
     with record_locked(p["path"], write=not module.check_mode):
-        set_aside = None
+        # A damaged record holds no lease anyone could read: a rollback restoring the rig
+        # from the controller's copy sets it aside, and the record starts again with its lease.
         try:
-            record = load_record(p["path"])
+            record, set_aside = load_record_or_set_aside(p["path"], p["set_aside_damaged"])
         except DamagedRecord as e:
-            if not p["set_aside_damaged"]:
-                module.fail_json(msg=str(e))
-            # A damaged record holds no lease anyone could read: this run's rollback restores
-            # the rig from the controller's copy, and the record starts again with its lease.
-            set_aside = "%s.damaged-%s" % (p["path"], utc_text(utc_now()))
-            record = new_record()
+            module.fail_json(msg=str(e))
         before = record.get("lease")
         lease, refusal, took_over = decide(record, p, utc_now())
         if refusal:

@@ -87,8 +87,7 @@ from ansible.module_utils.basic import AnsibleModule
 try:
     from ansible.module_utils.rigpivot_rig import (
         DamagedRecord,
-        load_record,
-        new_record,
+        load_record_or_set_aside,
         record_locked,
         renew_lease,
         run,
@@ -99,8 +98,7 @@ try:
 except ImportError:
     from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
         DamagedRecord,
-        load_record,
-        new_record,
+        load_record_or_set_aside,
         record_locked,
         renew_lease,
         run,
@@ -212,14 +210,10 @@ def main():
     )
     p = module.params
     with record_locked(p["path"], write=not module.check_mode):
-        set_aside = None
         try:
-            before = load_record(p["path"])
+            before, set_aside = load_record_or_set_aside(p["path"], p["set_aside_damaged"])
         except DamagedRecord as e:
-            if not p["set_aside_damaged"]:
-                module.fail_json(msg=str(e))
-            set_aside = "%s.damaged-%s" % (p["path"], utc_text(utc_now()))
-            before = new_record()
+            module.fail_json(msg=str(e))
         after, changed = update(before, p, module.check_mode)
         if set_aside and not module.check_mode:
             os.rename(p["path"], set_aside)
