@@ -3,9 +3,10 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from toolkit.errors import BadInputError
-from toolkit.lab.catalog import LabSecrets, build_rig, load_catalog, load_secrets
+from toolkit.lab.catalog import CATALOG_PATH, LabSecrets, build_rig, load_catalog, load_secrets
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +103,19 @@ def test_lab_secrets_file_is_validated(tmp_path: Path):
         load_secrets(bad)
     assert "for rig01" in str(e.value)
     assert "farm_hash: String should match pattern" in str(e.value) and "colour" in str(e.value)
+
+
+def test_a_debian_rig_installs_debians_unversioned_driver_package(catalog):
+    rig = build_rig(catalog, "rig01", "rack1", "linux-3060x1-debian", "lab-x")
+    assert (rig.driver, rig.driver_package) == ("535.183.01", "nvidia-driver")
+    hive = build_rig(catalog, "rig01", "rack1", "hive-3060x6", "lab-x")
+    assert hive.driver_package == f"nvidia-driver-{hive.driver.split('.')[0]}"
+
+
+def test_debians_packaging_of_a_driver_the_lab_lacks_is_refused(tmp_path: Path):
+    data = yaml.safe_load(CATALOG_PATH.read_text())
+    data["rigs"]["linux-3060x1-debian"]["driver"] = "550.127.05"
+    broken = tmp_path / "profiles.yml"
+    broken.write_text(yaml.safe_dump(data))
+    with pytest.raises(BadInputError, match=r"Debian's driver package only in 535\.183\.01"):
+        load_catalog(broken)

@@ -520,6 +520,12 @@ def test_driver_packages_declare_one_driver_at_a_time(debs: dict[str, Path]) -> 
     deb = drivers.driver_deb_name("550.127.05")
     assert field(deb, "Provides") == "nvidia-driver (= 550.127.05)"
     assert field(deb, "Conflicts") == field(deb, "Replaces") == "nvidia-driver"
+    # Debian's own package is the real `nvidia-driver`, which NVIDIA's packages replace
+    debian = drivers.driver_deb_name("535.183.01", "nvidia-driver")
+    assert (field(debian, "Package"), field(debian, "Version")) == (
+        "nvidia-driver", "535.183.01-1lab",
+    )  # fmt: skip
+    assert field(debian, "Provides") == field(debian, "Conflicts") == ""
     files = subprocess.run(
         ["dpkg-deb", "-c", str(debs[deb])], capture_output=True, text=True
     ).stdout

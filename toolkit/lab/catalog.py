@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from toolkit.errors import BadInputError, describe_validation_error
+from toolkit.lab.drivers import DEBIAN_DRIVER, DEBIAN_DRIVER_VERSIONS, driver_package
 
 CATALOG_PATH = Path(__file__).with_name("profiles.yml")
 
@@ -93,6 +94,9 @@ class RigProfile(_Strict):
     description: str
     platform: Literal["hiveos", "linux"]
     driver: str | None
+    # whose packaging the driver came in: NVIDIA's (nvidia-driver-<branch>, HiveOS and most
+    # rigs) or Debian's own unversioned `nvidia-driver`
+    driver_packaging: Literal["nvidia", "debian"] = "nvidia"
     miner: str
     host_pcie_gen: int = Field(ge=1, le=5)
     cards: list[CardSlot]
@@ -109,6 +113,11 @@ class Catalog(_Strict):
         for name, rig in self.rigs.items():
             if rig.miner not in MINERS:
                 raise ValueError(f"rig profile {name}: unknown miner {rig.miner!r}")
+            if rig.driver_packaging == "debian" and rig.driver not in DEBIAN_DRIVER_VERSIONS:
+                raise ValueError(
+                    f"rig profile {name}: the lab has Debian's driver package only in "
+                    f"{', '.join(DEBIAN_DRIVER_VERSIONS)}, not {rig.driver}"
+                )
             for slot in rig.cards:
                 if slot.card not in self.cards:
                     raise ValueError(f"rig profile {name}: unknown card {slot.card!r}")
@@ -228,6 +237,7 @@ class RigSpec(BaseModel):
     profile: str
     platform: Literal["hiveos", "linux"]
     driver: str | None
+    driver_package: str | None = None  # the package the driver was installed from
     miner: MinerSpec
     hive: HiveSpec | None
     gpus: list[GpuSpec]
@@ -241,6 +251,13 @@ class RigSpec(BaseModel):
 
 def _token(seed: str, n: int) -> str:
     return hashlib.sha256(seed.encode()).hexdigest()[:n]
+
+
+def _driver_package(rp: RigProfile) -> str | None:
+    """The package the rig's driver was installed from."""
+    if rp.driver is None:
+        return None
+    return DEBIAN_DRIVER if rp.driver_packaging == "debian" else driver_package(rp.driver)
 
 
 def build_rig(
@@ -311,6 +328,7 @@ def build_rig(
         profile=profile,
         platform=rp.platform,
         driver=rp.driver,
+        driver_package=_driver_package(rp),
         miner=miner,
         hive=hive,
         gpus=gpus,

@@ -28,6 +28,10 @@ from pathlib import Path
 from toolkit.errors import LabError
 
 DRIVER_VERSIONS = ("470.256.02", "535.183.01", "535.216.01", "550.127.05")
+# Debian's own packaging of the driver (non-free: one unversioned `nvidia-driver` package), as
+# plain Debian 12 rigs install it (bookworm ships 535.183.01).
+DEBIAN_DRIVER = "nvidia-driver"
+DEBIAN_DRIVER_VERSIONS = ("535.183.01",)
 # The CUDA version each driver branch reports (nvidia-smi's header, cuDriverGetVersion).
 DRIVER_CUDA = {"470": "11.4", "535": "12.2", "550": "12.4"}
 CUDA_VERSIONS = {"11-4": "11.4.4", "12-2": "12.2.2", "12-4": "12.4.1"}
@@ -64,9 +68,9 @@ def driver_package(version: str) -> str:
     return f"nvidia-driver-{branch(version)}"
 
 
-def driver_deb_name(version: str) -> str:
+def driver_deb_name(version: str, package: str | None = None) -> str:
     """The file name 10-driver (first boot) looks for in /opt/lab/debs."""
-    return f"{driver_package(version)}_{version}-{PACKAGE_REVISION}_amd64.deb"
+    return f"{package or driver_package(version)}_{version}-{PACKAGE_REVISION}_amd64.deb"
 
 
 def cuda_version_code(version: str) -> int:
@@ -168,8 +172,9 @@ exec python3 /usr/lib/gpusim/nvidia-smi "$@"
 """
 
 
-def build_driver(version: str, image_dir: Path, out_dir: Path) -> Path:
-    pkg = driver_package(version)
+def build_driver(version: str, image_dir: Path, out_dir: Path, debian: bool = False) -> Path:
+    """NVIDIA's packaging (nvidia-driver-<branch>, one of them at a time), or Debian's."""
+    pkg = DEBIAN_DRIVER if debian else driver_package(version)
     cuda = DRIVER_CUDA[branch(version)]
     with tempfile.TemporaryDirectory(prefix=f"{pkg}-") as tmp:
         root = Path(tmp)
@@ -189,13 +194,15 @@ def build_driver(version: str, image_dir: Path, out_dir: Path) -> Path:
             "Section": "non-free/libs",
             "Priority": "optional",
             "Depends": "python3",
-            # One driver at a time, whatever the branch: the usual virtual-package idiom.
-            "Provides": f"nvidia-driver (= {version})",
-            "Conflicts": "nvidia-driver",
-            "Replaces": "nvidia-driver",
         }
+        if not debian:
+            # One driver at a time, whatever the branch (Debian's unversioned package too):
+            # the usual virtual-package idiom.
+            control["Provides"] = f"nvidia-driver (= {version})"
+            control["Conflicts"] = control["Replaces"] = "nvidia-driver"
         description = (
-            f"NVIDIA driver {version} (rigpivot lab simulation)\n"
+            f"NVIDIA driver {version}{' (Debian packaging)' if debian else ''}"
+            " (rigpivot lab simulation)\n"
             f" nvidia-smi and libnvidia-ml.so.1 of driver {version} (CUDA {cuda}), answering\n"
             " from the lab rig's simulated cards."
         )
@@ -310,5 +317,6 @@ def build_packages(out_dir: Path, image_dir: Path) -> list[Path]:
         raise LabError("dpkg-deb is not installed: it builds the lab's driver packages")
     out_dir.mkdir(parents=True, exist_ok=True)
     debs = [build_driver(v, image_dir, out_dir) for v in DRIVER_VERSIONS]
+    debs += [build_driver(v, image_dir, out_dir, debian=True) for v in DEBIAN_DRIVER_VERSIONS]
     debs += [build_cuda(s, out_dir) for s in CUDA_VERSIONS]
     return [*debs, build_headers(kernel_release(), out_dir)]
