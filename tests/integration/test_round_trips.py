@@ -243,6 +243,7 @@ T={trip}
 echo 'deb http://deb.debian.org/debian {SUITES[trip]} main' > /etc/apt/sources.list.d/operator-$T.list
 printf '# trip %s: PCIe Gen3 on the risers\\noptions nvidia NVreg_EnablePCIeGen3=1\\n' $T \\
     > /etc/modprobe.d/operator-$T.conf
+update-initramfs -u  # so early boot reads the option too
 install -d -m 0755 /var/spool/cron /var/spool/cron/crontabs
 touch {CRONTAB} && chmod 0600 {CRONTAB}
 printf '%s\\n' {q(cron)} >> {CRONTAB}
@@ -343,7 +344,16 @@ def start_trip(rack: Rack, trip: int) -> None:
     BEFORE[trip] = inventories(rack)
 
 
+BLACKLIST = "etc/modprobe.d/blacklist-nouveau.conf"  # nvidia_driver's
+
+
+def initramfs(rack: Rack, rig: str) -> list[str]:
+    """The modprobe files in the rig's initramfs (early boot's copy)."""
+    return rack.ssh(rig, "tar -tzf /boot/initrd.img-$(uname -r)").split()
+
+
 def assert_serving(rack: Rack, rig: str) -> None:
+    assert BLACKLIST in initramfs(rack, rig), f"{rig}: nouveau is not blacklisted in early boot"
     rec = record(rack, rig)
     assert rec.get("state") == "ai", f"{rig}: {rec}"
     ports = rec.get("facts", {}).get("validated_ports") or []
@@ -363,6 +373,7 @@ def end_trip(rack: Rack, journal, trip: int) -> None:
         rack.wait_ready(rig)
     after = inventories(rack)
     for rig in RIGS:
+        assert BLACKLIST not in initramfs(rack, rig), f"{rig}: early boot still blacklists nouveau"
         assert state(rack, rig) == "mining"
         assert_same_rig(rig, BEFORE[trip][rig], after[rig], trip)
         assert_operator_changes_kept(rack, rig, after[rig], trip)
