@@ -174,6 +174,9 @@ def run_playbook(
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
         "ANSIBLE_LIBRARY": str(REPO_ROOT / "plugins" / "modules"),
         "ANSIBLE_MODULE_UTILS": str(REPO_ROOT / "plugins" / "module_utils"),
+        # ansible-runner adds its own callbacks' folder to this variable, which then hides
+        # ansible.cfg's callback_plugins: name ours here (controller_cache).
+        "ANSIBLE_CALLBACK_PLUGINS": str(REPO_ROOT / "plugins" / "callback"),
         "ANSIBLE_NOCOLOR": "1",
         # Host keys are always checked. ansible-runner sets this to False unless the
         # environment names it, and False makes Ansible switch ssh's strict checking off

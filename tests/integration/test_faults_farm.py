@@ -3,7 +3,7 @@ answers, two runs at once, a batch failing past --max-fail-percent. After each, 
 either `ai` (endpoints answer) or `mining` (miner hashing, files as before by checksum),
 never in between; the run report names the step that failed, and the exit code says so.
 
-One rack of three plain-Linux 2x RTX 3090 rigs (the profile that converts fastest) for the
+One rack of three plain-Linux 1x RTX 3090 rigs (the profile that converts fastest) for the
 module. The faults that belong to one rig are injected together into one convert run, one
 per rig, so the rack goes through two convert runs in all (each with its rollbacks).
 """
@@ -43,7 +43,7 @@ BROKEN_DEB = "cuda-toolkit-12-2_12.2.9-1lab_amd64.deb"
 
 @pytest.fixture(scope="module")
 def rack(lab_factory) -> Rack:
-    return lab_factory(3, "linux-3090x2")
+    return lab_factory(3, "linux-3090x1")
 
 
 def farm_dir(lab: Lab) -> Path:

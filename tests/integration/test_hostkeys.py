@@ -22,7 +22,7 @@ from toolkit.plan import Plan
 
 pytestmark = pytest.mark.lab
 
-PROFILE = "linux-3090x2,linux-3090x2"
+PROFILE = "linux-3090x1,linux-3090x1"
 CONFIGS = ("/opt/lolminer", "/etc/systemd/system/lolminer.service")
 
 

@@ -28,7 +28,7 @@ from toolkit.lab.catalog import LabSecrets
 
 pytestmark = pytest.mark.lab
 
-PROFILE = "hive-3060x6,linux-3090x2"
+PROFILE = "hive-3060x1,linux-3090x1"
 HIVE, LINUX = "rig01", "rig02"
 # Fresh for every run, so a hit can only come from this run's rigs.
 PLANTED = {
