@@ -200,8 +200,8 @@ def convert(
 
     Exit 0: done (or nothing to do); 1: some rigs failed or were rolled back; 2: bad input
     (nothing touched); 3: some rigs were or went unreachable (host key changed, down; re-run to
-    resume them); 5: another run holds the farm's lock; 130: interrupted (Ctrl-C), rigs keep
-    their recorded state.
+    resume them); 5: a rig is leased to another live run (nothing changed); 130: interrupted
+    (Ctrl-C), rigs keep their recorded state.
     """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import convert as run_convert
@@ -235,8 +235,8 @@ def rollback(
     """Put rigs back to mining from their snapshots: configs byte-identical, miner hashing.
 
     Exit 0: done; 1: some rigs failed (quarantined); 2: bad input or a rig without a snapshot
-    (nothing touched); 3: some rigs unreachable, the others done; 5: another run holds the
-    farm's lock; 130: interrupted.
+    (nothing touched); 3: some rigs unreachable, the others done; 5: a rig is leased to
+    another live run (nothing changed); 130: interrupted.
     """
     from toolkit.pivot import RunOptions
     from toolkit.pivot import rollback as run_rollback

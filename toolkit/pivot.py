@@ -1,8 +1,9 @@
 """convert and rollback: preflight, plan, rolling batches through ansible-runner, automatic
 rollback of rigs that fail, a run journal and a report.
 
-The orchestration only: what each rig's outcome is follows toolkit/outcomes.py's rules, and the
-journal, the private snapshot store and the farm lock are toolkit/journal.py's.
+The orchestration only: what each rig's outcome is follows toolkit/outcomes.py's rules, the
+journal and the private snapshot store are toolkit/journal.py's, the rigs' leases
+toolkit/lease.py's.
 """
 
 from __future__ import annotations
