@@ -35,7 +35,7 @@ lint: venv
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/ansible-lint -q
 
 test: lab-deps venv lint
-	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lab-down: venv
 	$(BIN)/rigpivot lab down
