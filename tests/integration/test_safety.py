@@ -68,7 +68,9 @@ def test_the_rig_mines_with_a_miner_nobody_names_and_sshd_on_2222(rack, before, 
     assert "pool.lab" in rack.ssh(RIG, "cat /opt/hashd/config.json")
     wait_for(lambda: reach(rack, RIG, "pool.lab:4444")["pool.lab:4444"] == "open", 60,
              "the rig to reach its pool")  # fmt: skip
-    assert reach(rack, RIG, f"{NEIGHBOUR}:22")[f"{NEIGHBOUR}:22"] == "open"
+    # The neighbour may still be coming up (its address answers ARP once its network is up).
+    wait_for(lambda: reach(rack, RIG, f"{NEIGHBOUR}:22")[f"{NEIGHBOUR}:22"] == "open", 60,
+             "the rig to reach its neighbour's sshd")  # fmt: skip
 
 
 @pytest.mark.timeout(1500)  # a conversion on a loaded 2-core machine
