@@ -10,17 +10,27 @@ link target and sha256, the packages with versions and holds, every unit's enabl
 activity, the loaded nftables ruleset); the two must be equal but for `ALLOWED`, short and
 justified entry by entry.
 
+Secrets never leak (issue 5): the rack's rigs carry fresh wallets, pool and rig passwords and
+a farm hash, and trip 1 runs every verb as an operator does (preflight, convert --check,
+convert, status, rollback) with its own HOME, TMPDIR and Ansible log; none of them appears in
+any console output, run journal, report or Ansible local file, the snapshot that holds them
+is kept in the private store, and each rig's API key is shown once.
+
 Tests run in file order on one rack (one-GPU rigs: the cheapest shapes), as an operator's
-weeks would: trip 1, trip 2, then trip 3 with its power cuts and its rollback.
+weeks would: trip 1 and what it left behind, trip 2, then trip 3 with its power cuts and its
+rollback.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import json
+import os
 import re
+import stat
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from secrets import token_hex
 from typing import Any
 
@@ -37,6 +47,8 @@ from tests.integration.endstate import (
     state,
 )
 from tests.integration.interrupt import PowerCut, Run, TaskWatch, power_on
+from tests.integration.leaks import leaks, tree_leaks
+from toolkit.lab.catalog import LabSecrets
 
 pytestmark = pytest.mark.lab
 
@@ -47,6 +59,22 @@ pytestmark = pytest.mark.lab
 PROFILE = "hive-3060x1,linux-3090x1"
 HIVE, LINUX = "rig01", "rig02"
 RIGS = (HIVE, LINUX)
+# Fresh for every run, so a hit can only come from this run's rigs.
+PLANTED = {
+    HIVE: LabSecrets(
+        wallet="0x" + token_hex(20),
+        pool_password="poolpw-" + token_hex(8),
+        rig_passwd="rigpw-" + token_hex(8),
+        farm_hash=token_hex(20),
+    ),
+    LINUX: LabSecrets(wallet="0x" + token_hex(20)),
+}
+SECRETS = {
+    f"{rig} {field}": value
+    for rig, s in PLANTED.items()
+    for field, value in s.model_dump().items()
+    if value
+}
 
 # The whole-rig inventory, run on the rig with `python3 -` once per inventory; JSON out.
 INVENTORY = r"""
@@ -236,7 +264,9 @@ def cron_lines(rig: str, trip: int) -> list[str]:
 
 def operator_changes(rack: Rack, rig: str, trip: int) -> None:
     """What an operator does between two trips, on one rig."""
-    wallet = WALLETS[rig, trip] = "0x" + token_hex(20)
+    # Trip 1 converts with the wallet the lab planted (the secrets searched for); later trips
+    # change it.
+    wallet = WALLETS[rig, trip] = PLANTED[rig].wallet if trip == 1 else "0x" + token_hex(20)
     cron = "\n".join(cron_lines(rig, trip))
     script = f"""set -eu
 T={trip}
@@ -265,16 +295,19 @@ printf '#!/usr/bin/env bash\\nexec ./opminer "$@"\\n' > /hive/miners/custom/opmi
 chmod 0755 /hive/miners/custom/opminer-$T/h-run.sh
 chown -R {UNNAMED}:{UNNAMED} /hive/miners/custom/opminer-$T
 ln -sfn /hive/miners/custom/opminer-$T /hive-config/custom-$T
+"""
+    if rig == HIVE and trip > 1:
+        script += f"""
 sed -i 's/^TREX_TEMPLATE=.*/TREX_TEMPLATE="{wallet}.%WORKER_NAME%"/' /hive-config/wallet.conf
 miner restart
 """
-    else:
+    elif trip > 1:
         script += f"""
 sed -i 's/^WALLET=.*/WALLET={wallet}.{rig}/' /opt/lolminer/mine_etc.sh
 systemctl restart lolminer
 """
     rack.ssh(rig, script)
-    if rig == HIVE:
+    if rig == HIVE and trip > 1:
         # The flight sheet changed on the dashboard, which pushed it to the rig: `hello` fetches
         # the dashboard's copy at every boot.
         rig_id = rack.ssh(rig, ". /hive-config/rig.conf; echo $RIG_ID").strip()
@@ -319,9 +352,39 @@ KEEP_535 = " nvidia_driver_branch=535 nvidia_driver_version=535.183.01 cuda_vers
 
 @pytest.fixture(scope="module")
 def rack(lab_factory) -> Rack:
-    rack = lab_factory(2, PROFILE)
+    rack = lab_factory(2, PROFILE, PLANTED)
     keep_driver(rack, True)
     return rack
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("trips")
+
+
+@pytest.fixture(scope="module")
+def journal(work: Path) -> Path:
+    """The module's journal root; the private snapshot store is beside it (work/snapshots)."""
+    return work / "runs"
+
+
+@pytest.fixture(scope="module")
+def env(work: Path) -> dict[str, str]:
+    """Trip 1's CLI environment: its own HOME and TMPDIR (Ansible's local temp ~/.ansible/tmp,
+    its SSH control sockets, anything a library puts in /tmp land there, to be searched) and
+    Ansible's log switched on (operators do), wide output (no folding)."""
+    for d in ("home", "tmp"):
+        (work / d).mkdir(exist_ok=True)
+    return {
+        **os.environ,
+        "HOME": str(work / "home"),
+        "TMPDIR": str(work / "tmp"),
+        "ANSIBLE_LOG_PATH": str(work / "ansible.log"),
+        "COLUMNS": "200",
+    }
+
+
+TRIP1: dict[str, Any] = {}  # trip 1's console output per verb, and its run reports
 
 
 def keep_driver(rack: Rack, keep: bool) -> None:
@@ -367,6 +430,10 @@ def end_trip(rack: Rack, journal, trip: int) -> None:
     assert trip in BEFORE, f"trip {trip} never started"
     proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--yes", "--journal", str(journal))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert_back_as_before(rack, journal, trip)
+
+
+def assert_back_as_before(rack: Rack, journal, trip: int) -> None:
     assert outcomes(report(journal)) == dict.fromkeys(RIGS, "mining")
     for rig in RIGS:
         wait_for(lambda rig=rig: hashing(rack, rig), 90, f"{rig} to hash again")
@@ -379,16 +446,146 @@ def end_trip(rack: Rack, journal, trip: int) -> None:
         assert_operator_changes_kept(rack, rig, after[rig], trip)
 
 
+def test_secrets_are_planted_on_the_rigs_and_the_dashboard(rack: Rack):
+    hive = PLANTED[HIVE]
+    conf = rack.ssh(HIVE, "cat /hive-config/rig.conf /hive-config/wallet.conf")
+    assert f'RIG_PASSWD="{hive.rig_passwd}"' in conf and f'FARM_HASH="{hive.farm_hash}"' in conf
+    assert f"{hive.wallet}.%WORKER_NAME%" in conf and f'TREX_PASS="{hive.pool_password}"' in conf
+    # hello restores the dashboard's copy at every boot (the driver step reboots): same secrets.
+    dashboard = rack.ssh(HIVE, ". /hive-config/rig.conf; for f in rig.conf wallet.conf; do "
+                               "curl -sf $HIVE_HOST_URL/$RIG_ID/$f; done")  # fmt: skip
+    assert dashboard == conf
+    script = rack.ssh(LINUX, "cat /opt/lolminer/mine_etc.sh")
+    assert f"WALLET={PLANTED[LINUX].wallet}.{LINUX}" in script
+    # and the miners mine with them
+    wait_for(lambda: hashing(rack, HIVE), 60, "the HiveOS miner to hash")
+    assert PLANTED[LINUX].wallet in rack.ssh(
+        LINUX, "cat /proc/$(pgrep -f lolMiner | head -1)/cmdline"
+    )
+
+
+@pytest.mark.timeout(1500)
+def test_trip_1_every_verb_as_an_operator_runs_them_puts_the_rig_back(rack, journal, work, env):
+    """preflight, convert --check, convert, status, rollback: each one's stdout and stderr kept
+    for the secrets tests that follow."""
+    start_trip(rack, 1)
+    inv = str(rack.lab.inventory)
+    steps = {
+        "preflight": ["preflight", "-i", inv, "--json", str(work / "preflight.json"),
+                      "--html", str(work / "preflight.html")],
+        "convert --check": ["convert", "-i", inv, "--check", "--journal", str(journal)],
+        "convert": ["convert", "-i", inv, "--yes", "--journal", str(journal)],
+        "status": ["status", "-i", inv],
+        "rollback": ["rollback", "-i", inv, "--yes", "--journal", str(journal)],
+    }  # fmt: skip
+    console: dict[str, str] = {}
+    for name, args in steps.items():
+        proc = subprocess.run(["rigpivot", *args], capture_output=True, text=True, env=env,
+                              cwd=work, timeout=1200)  # fmt: skip
+        console[name] = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{console[name][-4000:]}"
+        if name == "convert":
+            assert outcomes(report(journal)) == dict.fromkeys(RIGS, "converted")
+            for rig in RIGS:
+                assert_serving(rack, rig)
+    TRIP1["console"] = console
+    TRIP1["reports"] = [json.loads(p.read_text()) for p in sorted(journal.glob("*/report.json"))]
+    assert_back_as_before(rack, journal, 1)
+
+
+def trip1() -> dict[str, Any]:
+    assert TRIP1, "trip 1 did not run to its end"
+    return TRIP1
+
+
+def test_trip_1_ran_check_convert_and_rollback_with_diffs():
+    check, convert, rollback = trip1()["reports"]
+    assert outcomes(check) == dict.fromkeys(RIGS, "would-convert")
+    assert outcomes(convert) == dict.fromkeys(RIGS, "converted")
+    assert outcomes(rollback) == dict.fromkeys(RIGS, "mining")
+    # --check ran with diffs (the mode that would print a config's content)
+    cmdline = Path(check["journal"]) / "ansible" / "001-convert" / "env" / "cmdline"
+    assert "--check --diff" in cmdline.read_text()
+
+
+def test_no_secret_in_any_console_output():
+    found = [hit for verb, text in trip1()["console"].items()
+             for hit in leaks(text, f"`{verb}` output", SECRETS)]  # fmt: skip
+    assert found == []
+
+
+def test_no_secret_in_the_journal_or_the_reports(journal, work: Path):
+    trip1()
+    assert (work / "preflight.json").exists() and (work / "preflight.html").exists()
+    assert list(journal.glob("*/ansible/*/artifacts/*/job_events/*.json")), "no events?"
+    found = tree_leaks(journal, SECRETS)
+    found += leaks((work / "preflight.json").read_bytes(), "preflight.json", SECRETS)
+    found += leaks((work / "preflight.html").read_bytes(), "preflight.html", SECRETS)
+    assert found == []
+
+
+def test_no_secret_in_ansibles_local_files(work: Path):
+    trip1()
+    assert (work / "ansible.log").stat().st_size > 0, "Ansible's log was not written"
+    found = leaks((work / "ansible.log").read_bytes(), "ansible.log", SECRETS)
+    found += tree_leaks(work / "home", SECRETS) + tree_leaks(work / "tmp", SECRETS)
+    assert found == []
+
+
+def test_the_snapshots_are_in_the_private_store_named_by_checksum(work: Path):
+    store = work / "snapshots"  # beside the journal root
+    assert stat.S_IMODE(store.stat().st_mode) == 0o700
+    convert = trip1()["reports"][1]
+    assert convert["snapshot_store"] == str(store)
+    for r in convert["rigs"]:
+        folder = store / r["host"]
+        archive = folder / f"{r['snapshot']['id']}.tar.gz"
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert {stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()} == {0o600}
+        digest = subprocess.run(["sha256sum", str(archive)], capture_output=True, text=True,
+                                check=True).stdout.split()[0]  # fmt: skip
+        assert r["snapshot"]["sha256"] == digest
+    # The store does hold them (the search above would have found them there): rollback's
+    # backup is whole.
+    held = tree_leaks(store, SECRETS)
+    assert {h.split(" in ")[0] for h in held} == set(SECRETS)
+
+
+def test_each_rigs_api_key_was_shown_once_and_is_kept_only_in_the_private_store(
+    journal, work: Path
+):
+    console = trip1()["console"]
+    store = work / "snapshots"
+    keys = {f"{rig} API key": (store / rig / "api-key").read_text().strip() for rig in RIGS}
+    for rig in RIGS:
+        assert stat.S_IMODE((store / rig / "api-key").stat().st_mode) == 0o600
+    assert all(len(key) >= 32 for key in keys.values()), "a short key"
+    assert len(set(keys.values())) == len(keys), "two rigs share a key"
+    # shown once, by the convert that made it, naming where it is kept
+    for what, key in keys.items():
+        assert console["convert"].count(key) == 1, what
+        rig = what.split()[0]
+        assert (
+            f"API key of {rig}, shown this once (kept in {store / rig / 'api-key'}"
+            in (console["convert"])
+        )
+    found = [hit for verb, text in console.items() if verb != "convert"
+             for hit in leaks(text, f"`{verb}` output", keys)]  # fmt: skip
+    found += tree_leaks(journal, keys) + leaks((work / "ansible.log").read_bytes(),
+                                                "ansible.log", keys)  # fmt: skip
+    found += tree_leaks(work / "home", keys) + tree_leaks(work / "tmp", keys)
+    assert found == []
+
+
 @pytest.mark.timeout(1200)
-@pytest.mark.parametrize("trip", [1, 2])
-def test_a_round_trip_puts_the_rig_back_as_it_was_before_that_conversion(rack, journal, trip):
-    start_trip(rack, trip)
+def test_trip_2_puts_the_rig_back_as_it_was_before_that_conversion(rack, journal):
+    start_trip(rack, 2)
     proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--yes", "--journal", str(journal))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert outcomes(report(journal)) == dict.fromkeys(RIGS, "converted")
     for rig in RIGS:
         assert_serving(rack, rig)
-    end_trip(rack, journal, trip)
+    end_trip(rack, journal, 2)
 
 
 def cut(rack: Rack, journal, cuts: dict[str, PowerCut], states: dict[str, str]) -> None:
