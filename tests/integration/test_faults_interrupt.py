@@ -29,10 +29,10 @@ from toolkit.lab import podman as pm
 
 pytestmark = pytest.mark.lab
 
-# rig01: HiveOS, 2x 3060 + 2x P106 (+ 2x RX 580), driver 535 -> 550: the driver step installs
-# a new driver and reboots, and HiveOS's watchdog and hello are armed.
-# rig02: plain Debian, 2x 3090 with driver 550 already: the fastest rig to convert.
-PROFILE = "hive-mixed6,linux-3090x2"
+# rig01: HiveOS, one 3060, driver 535 -> 550: the driver step installs a new driver and
+# reboots, and HiveOS's watchdog and hello are armed.
+# rig02: plain Debian, one 3090 with driver 550 already: the fastest rig to convert.
+PROFILE = "hive-3060x1,linux-3090x1"
 RIGS = ["rig01", "rig02"]
 
 
