@@ -18,9 +18,17 @@
 #   python3-venv  the project's virtualenv
 #   make          the README's two commands
 #   pciutils      the lspci simulator's unit test runs the real lspci on the host
+#   fdisk dosfstools e2fsprogs mount grub-common curl
+#                 the reflash disk tests: a rig's GPT disk on loop devices (sfdisk, mkfs.vfat,
+#                 mkfs.ext4, debugfs, losetup), GRUB's environment block (grub-editenv) and
+#                 the staged image's download (curl)
+#   mtools        the reflash OS image's EFI partition, written and read without mounting it
+#   qemu-system-x86 ovmf
+#                 boot the reflash OS image under UEFI (benchmarks/reflash_boot.py)
 set -euo pipefail
 pkgs=(podman runc netavark aardvark-dns iptables uidmap debootstrap dpkg-dev gcc libc6-dev g++
-  openssh-client python3-venv make pciutils)
+  openssh-client python3-venv make pciutils fdisk dosfstools e2fsprogs mount grub-common curl
+  mtools qemu-system-x86 ovmf)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -49,6 +49,11 @@ app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(models_app, name="models")
+image_app = typer.Typer(
+    help="The OS image a reflash stages on rigs that cannot be converted in place.",
+    no_args_is_help=True,
+)
+app.add_typer(image_app, name="image")
 app.command("advise")(advise)
 
 Inventory = Annotated[
@@ -296,6 +301,23 @@ def _finish(report: RunReport) -> None:
             f"unreachable: {', '.join(report.unreachable)}; once they answer, re-run "
             f"`{report.command}` to finish them"
         )
+
+
+@image_app.command("build")
+def image_build(
+    mirror: Annotated[
+        str | None,
+        typer.Option(help="The farm's Debian mirror (default: the one this machine's apt uses)."),
+    ] = None,
+) -> None:
+    """Build the reflash image (Debian 12: root image, kernel, initramfs, a bootable GPT disk)
+    from the farm's Debian mirror, once per set of inputs; print where it is."""
+    from toolkit import osimage
+
+    out = osimage.build(mirror)
+    console.print(f"image: {out}")
+    for line in (out / "manifest.sha256").read_text().splitlines():
+        console.print(f"  {line}")
 
 
 def main() -> None:

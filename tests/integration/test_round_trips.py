@@ -171,6 +171,9 @@ ALLOWED = {
     # group-, shadow-, gshadow- (rewritten by every useradd and userdel: the conversion adds
     # its service user, rollback removes it).
     "paths:/var/lib/dpkg/status-old": "dpkg's backup of its previous status",
+    # The OS's daily backups of dpkg's and apt's databases (dpkg-db-backup.timer), written on
+    # the OS's schedule whether or not rigpivot ran: a rig is a living machine.
+    "paths:/var/backups/*": "the OS's daily database backups",
     "paths:/etc/*-": "the shadow tools' backups",
     # rigpivot's own record and snapshots: kept after rollback on purpose (a retired snapshot
     # stays for audit; docs/roles.md, "The snapshot on the rig").

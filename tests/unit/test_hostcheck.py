@@ -21,6 +21,12 @@ CALLED_BY_PODMAN = {"runc", "netavark", "aardvark-dns", "iptables", "newuidmap"}
 # Binaries Ansible calls on the controller for the lab's rigs.
 CALLED_BY_ANSIBLE = {"ssh"}
 SUBPROCESS_CALLS = {"run", "Popen", "check_output", "check_call", "_run"}
+# Lab tests that run programs on the machine itself (not in a lab rig).
+LAB_TESTS = [REPO / "tests" / "integration" / f"test_reflash_{t}.py" for t in ("disk", "image")]
+# Essential packages (on every Debian machine, never installed by name) and the programs of
+# theirs the lab runs.
+ESSENTIAL = {"dpkg", "tar", "util-linux"}
+ESSENTIAL_PROGRAMS = {"sh", "gzip"}
 
 
 def script_packages() -> set[str]:
@@ -34,7 +40,7 @@ def binaries_the_lab_calls() -> set[str]:
     """Every program name a lab module runs: the first string of a command list handed to
     subprocess (directly or through a variable), and every `shutil.which` argument."""
     found: set[str] = set()
-    for path in (REPO / "toolkit" / "lab").glob("*.py"):
+    for path in [*(REPO / "toolkit" / "lab").glob("*.py"), *LAB_TESTS]:
         tree = ast.parse(path.read_text())
         for func in ast.walk(tree):
             if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef | ast.Module):
@@ -54,6 +60,8 @@ def binaries_the_lab_calls() -> set[str]:
                 if name not in SUBPROCESS_CALLS or not node.args:
                     continue
                 cmd = node.args[0]
+                if isinstance(cmd, ast.Constant):  # run("losetup", ...): the program alone
+                    found.add(str(cmd.value))
                 if isinstance(cmd, ast.Name):
                     cmd = lists.get(cmd.id, cmd)
                 if (
@@ -72,13 +80,12 @@ def test_the_scan_sees_the_lab_calls():
 
 def test_lab_up_checks_every_binary_the_lab_calls():
     checked = {n.binary for n in hostcheck.NEEDS}
-    wanted = binaries_the_lab_calls() | CALLED_BY_PODMAN | CALLED_BY_ANSIBLE
+    wanted = (binaries_the_lab_calls() | CALLED_BY_PODMAN | CALLED_BY_ANSIBLE) - ESSENTIAL_PROGRAMS
     assert wanted - checked == set(), "add them to toolkit/lab/hostcheck.py NEEDS"
 
 
 def test_host_deps_installs_every_package_lab_up_checks():
-    # dpkg and tar are Essential: on every Debian machine, never installed by name.
-    needed = {n.package for n in hostcheck.NEEDS} - {"dpkg", "tar"}
+    needed = {n.package for n in hostcheck.NEEDS} - ESSENTIAL
     assert needed - script_packages() == set(), f"add them to {HOST_DEPS.name}'s pkgs"
 
 

@@ -51,6 +51,19 @@ NEEDS: tuple[Need, ...] = (
     Need("g++", "g++", "builds the lab's llama.cpp wheel"),
     Need("ssh-keygen", "openssh-client", "makes the controller's key and the rigs' host keys"),
     Need("ssh", "openssh-client", "Ansible's connection to the rigs"),
+    # A rig's disk on loop devices, for the reflash tests (tests/integration/test_reflash_disk.py)
+    Need("sfdisk", "fdisk", "partitions the test rig's disk (GPT)"),
+    Need("mkfs.vfat", "dosfstools", "formats the test rig's EFI partition"),
+    Need("mkfs.ext4", "e2fsprogs", "formats root file systems and their images"),
+    Need("debugfs", "e2fsprogs", "reads files out of a root image without mounting it"),
+    Need("losetup", "mount", "puts a disk image on loop devices"),
+    Need("unshare", "util-linux", "mounts in a private namespace, unseen by the machine"),
+    Need("grub-editenv", "grub-common", "edits GRUB's environment block (one-shot boot)"),
+    Need("curl", "curl", "downloads a staged image, as a rig does from the farm mirror"),
+    Need("blkid", "util-linux", "reads a root image's UUID"),
+    # The reflash OS image (toolkit/osimage.py, `rigpivot image build`) and its test
+    Need("mcopy", "mtools", "writes GRUB into the image's EFI partition without mounting it"),
+    Need("mdir", "mtools", "lists the image's EFI partition"),
 )  # fmt: skip
 
 

@@ -12,7 +12,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from pathlib import Path
 import toolkit.lab.drivers as drivers
 from toolkit.errors import LabError
 from toolkit.lab.podman import image_exists, podman, podman_env
+from toolkit.osimage import debian_mirror
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,6 @@ BASE_PACKAGES = (
     "systemd-sysv,dbus,kmod,procps,pciutils,nftables,iptables,curl,ca-certificates,gnupg,"
     "jq,screen,less,lsb-release"
 )
-DEFAULT_DEBIAN_MIRROR = "http://deb.debian.org/debian"
 
 
 def cache_dir() -> Path:
@@ -67,27 +66,6 @@ def tree_digest(root: Path) -> str:
     return _digest(parts)
 
 
-def debian_mirror() -> str:
-    """The Debian mirror this host's apt uses, so the lab builds wherever apt works."""
-    if env := os.environ.get("RIGPIVOT_DEBIAN_MIRROR"):
-        return env
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
-    for src in sources:
-        try:
-            text = src.read_text()
-        except OSError:
-            continue
-        # deb822 stanzas and one-line entries alike: the first bookworm main archive wins.
-        for stanza in re.split(r"\n\s*\n", text):
-            if "security" in stanza or SUITE not in stanza:
-                continue
-            if m := re.search(r"^URIs:\s*(\S+)", stanza, re.M):
-                return m.group(1)
-            if m := re.search(rf"^deb\s+(?:\[[^\]]*\]\s+)?(\S+)\s+{SUITE}\s", stanza, re.M):
-                return m.group(1)
-    return DEFAULT_DEBIAN_MIRROR
-
-
 def base_tag() -> str:
     return f"{BASE_REPO}:{_digest([SUITE, BASE_PACKAGES, 'minbase-v1'])}"
 
@@ -103,7 +81,7 @@ def ensure_base() -> str:
         rootfs = Path(tmp) / "rootfs"
         cmd = [
             "debootstrap", "--variant=minbase", f"--include={BASE_PACKAGES}",
-            SUITE, str(rootfs), debian_mirror(),
+            SUITE, str(rootfs), debian_mirror(SUITE),
         ]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, check=False)
         if proc.returncode != 0:
