@@ -1,5 +1,7 @@
-"""The pivot end to end on a mixed lab rack: convert --check, convert, a second convert,
-rollback. Tests run in file order on one rack, as an operator's session would."""
+"""The pivot end to end on a mixed lab rack: convert, a second convert, rollback. Tests run in
+file order on one rack, as an operator's session would. The mixed rig's cards each serve
+preflight's plan for them (`farm` below). (`convert --check` on a HiveOS and a plain rig, the
+whole rig compared before and after, is test_round_trips.py's trip 1.)"""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from tests.integration.endstate import (
 from tests.integration.endstate import (
     record as state_record,
 )
+from toolkit.lab.models import MODEL_FILE
 
 pytestmark = pytest.mark.lab
 
@@ -36,20 +39,26 @@ def rack(lab_factory) -> Rack:
     return lab_factory(3, PROFILE)
 
 
-def test_convert_check_changes_nothing(rack, journal, before):
-    proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--check", "--journal", str(journal))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert outcomes(report(journal)) == {
-        "rig01": "would-convert", "rig02": "would-convert", "rig03": "untouched",
-    }  # fmt: skip
-    for rig in rack.rigs:
-        assert snapshot_of(rack, rig) == before[rig], f"--check changed {rig}"
-        assert state(rack, rig) == "mining"
-        assert hashing(rack, rig)
+@pytest.fixture(scope="module")
+def farm(rack: Rack, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The lab's farm file with its model pin moved from all rigs to each rig but the mixed
+    one: rig01 serves preflight's plan for each card (the lab's model store holds the tiny
+    model under every catalog GGUF name); rig02's plan is a vLLM checkpoint the lab has not."""
+    pin = f"inference_server_model_file={MODEL_FILE}"
+    lines = []
+    for ln in rack.lab.inventory.read_text().splitlines(keepends=True):
+        if ln.startswith(pin):
+            continue
+        if ln.startswith("rig0") and not ln.startswith("rig01 "):
+            ln = f"{ln.rstrip()} {pin}\n"
+        lines.append(ln)
+    farm = tmp_path_factory.mktemp("farm") / "farm.ini"
+    farm.write_text("".join(lines))
+    return str(farm)
 
 
-def test_convert_converts_fit_rigs_and_leaves_the_unfit_one_mining(rack, journal, before):
-    proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--yes", "--batch-size", "2",
+def test_convert_converts_fit_rigs_and_leaves_the_unfit_one_mining(rack, farm, journal, before):
+    proc = rigpivot("convert", "-i", farm, "--yes", "--batch-size", "2",
                     "--journal", str(journal))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     rep = report(journal)
@@ -79,9 +88,35 @@ def test_every_endpoint_answers_the_openai_client(rack, journal):
             endpoint_answers(rack, r["host"], int(url.rsplit(":", 1)[1].split("/")[0]))
 
 
-def test_a_second_convert_changes_nothing(rack, journal):
+def test_each_card_of_the_mixed_rig_serves_its_own_plan(rack, journal):
+    """rig01 (2x RTX 3060 + 2x P106 + 2x RX 580): each NVIDIA card serves preflight's plan for
+    it, and the plans are not all alike."""
+    rep = report(journal)
+    plan = json.loads((Path(rep["journal"]) / "plan.json").read_text())
+    (planned,) = [r["instances"] for r in plan["rigs"] if r["host"] == "rig01"]
+    assert len({i["model_file"] for i in planned}) >= 2, (
+        f"the mixed rig's plans are all alike: {planned}"
+    )
+    for inst in planned:
+        env = rack.ssh("rig01", f"cat /etc/rigpivot/inference/{inst['gpu']}.env")
+        assert f"RIGPIVOT_ENGINE={inst['engine']}\n" in env
+        assert f"RIGPIVOT_MODEL=/var/lib/rigpivot/models/{inst['model_file']}\n" in env
+        assert f"RIGPIVOT_CONTEXT={inst['context']}\n" in env
+        endpoint_answers(rack, "rig01", 8000 + inst["gpu"])
+    served = {
+        i["gpu"]: i["served_name"]
+        for i in state_record(rack, "rig01")["facts"]["inference_instances"]
+    }
+    assert served == {
+        i["gpu"]: i["model_file"].removesuffix(".gguf") for i in planned
+    }  # fmt: skip
+    (row,) = [r for r in rep["rigs"] if r["host"] == "rig01"]
+    assert {(i["gpu"], i["served_name"]) for i in row["instances"]} == set(served.items())
+
+
+def test_a_second_convert_changes_nothing(rack, farm, journal):
     converted = {rig: snapshot_of(rack, rig) for rig in FIT}
-    proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--yes", "--journal", str(journal))
+    proc = rigpivot("convert", "-i", farm, "--yes", "--journal", str(journal))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     rep = report(journal)
     assert {h: o for h, o in outcomes(rep).items() if h in FIT} == dict.fromkeys(FIT, "already-ai")
@@ -97,8 +132,8 @@ def test_status_shows_each_rigs_state(rack):
     assert all("ai" in lines[r] for r in FIT) and "mining" in lines["rig03"]
 
 
-def test_rollback_returns_rigs_to_mining_byte_for_byte(rack, journal, before):
-    proc = rigpivot("rollback", "-i", str(rack.lab.inventory), "--limit", ",".join(FIT), "--yes",
+def test_rollback_returns_rigs_to_mining_byte_for_byte(rack, farm, journal, before):
+    proc = rigpivot("rollback", "-i", farm, "--limit", ",".join(FIT), "--yes",
                     "--journal", str(journal))  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert outcomes(report(journal)) == dict.fromkeys(FIT, "mining")
@@ -130,52 +165,3 @@ def test_rollback_of_a_rig_that_is_mining_is_a_no_op_that_says_so(rack, journal)
         check=False,
     )
     assert after == before  # no record written, no unit touched
-
-
-def test_a_mixed_rig_serves_each_cards_own_plan_on_its_second_round_trip(
-    rack, journal, before, tmp_path
-):
-    """rig01 (2x RTX 3060 + 2x P106 + 2x RX 580) converts again after its rollback: a fresh
-    snapshot, and each card serves preflight's plan for it (the lab's model store holds the
-    tiny model under every catalog GGUF name; the farm file here pins only the CPU engine)."""
-    farm = tmp_path / "farm.ini"
-    farm.write_text(
-        "".join(
-            ln for ln in rack.lab.inventory.read_text().splitlines(keepends=True)
-            if not ln.startswith("inference_server_model_file=")
-        )
-    )  # fmt: skip
-    first = state_record(rack, "rig01")
-    proc = rigpivot("convert", "-i", str(farm), "--limit", "rig01", "--yes",
-                    "--journal", str(journal))  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    rep = report(journal)
-    plan = json.loads((Path(rep["journal"]) / "plan.json").read_text())
-    (planned,) = [r["instances"] for r in plan["rigs"] if r["host"] == "rig01"]
-    assert len({i["model_file"] for i in planned}) >= 2, (
-        f"the mixed rig's plans are all alike: {planned}"
-    )
-
-    # A new conversion took a new snapshot; the first one stays retired.
-    record = state_record(rack, "rig01")
-    assert record["facts"]["snapshot_id"] not in first["facts"]["retired_snapshots"]
-    assert first["facts"]["retired_snapshots"] == record["facts"]["retired_snapshots"]
-
-    for inst in planned:
-        env = rack.ssh("rig01", f"cat /etc/rigpivot/inference/{inst['gpu']}.env")
-        assert f"RIGPIVOT_ENGINE={inst['engine']}\n" in env
-        assert f"RIGPIVOT_MODEL=/var/lib/rigpivot/models/{inst['model_file']}\n" in env
-        assert f"RIGPIVOT_CONTEXT={inst['context']}\n" in env
-        endpoint_answers(rack, "rig01", 8000 + inst["gpu"])
-    served = {i["gpu"]: i["served_name"] for i in record["facts"]["inference_instances"]}
-    assert served == {
-        i["gpu"]: i["model_file"].removesuffix(".gguf") for i in planned
-    }  # fmt: skip
-    (row,) = [r for r in rep["rigs"] if r["host"] == "rig01"]
-    assert {(i["gpu"], i["served_name"]) for i in row["instances"]} == set(served.items())
-
-    proc = rigpivot("rollback", "-i", str(farm), "--limit", "rig01", "--yes",
-                    "--journal", str(journal))  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    wait_for(lambda: hashing(rack, "rig01"), 60, "rig01 to hash again")
-    assert snapshot_of(rack, "rig01") == before["rig01"]

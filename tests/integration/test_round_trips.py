@@ -236,14 +236,16 @@ def differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     return out
 
 
-def assert_same_rig(rig: str, before: dict[str, Any], after: dict[str, Any], trip: int) -> None:
+def assert_same_rig(
+    rig: str, before: dict[str, Any], after: dict[str, Any], trip: int, since: str = "rollback"
+) -> None:
     diff = differences(before, after)
     shown = "\n".join(diff[:SHOWN]) + (
         f"\n... and {len(diff) - SHOWN} more" if diff[SHOWN:] else ""
     )
     assert not diff, (
         f"{rig}, trip {trip}: {len(diff)} differences between before convert and after "
-        f"rollback:\n{shown}"
+        f"{since}:\n{shown}"
     )
 
 
@@ -487,6 +489,12 @@ def test_trip_1_every_verb_as_an_operator_runs_them_puts_the_rig_back(rack, jour
                               cwd=work, timeout=1200)  # fmt: skip
         console[name] = proc.stdout + proc.stderr
         assert proc.returncode == 0, f"{name} exited {proc.returncode}:\n{console[name][-4000:]}"
+        if name == "convert --check":
+            # --check changed nothing: each rig mines on, the whole rig as it was.
+            after_check = inventories(rack)
+            for rig in RIGS:
+                assert state(rack, rig) == "mining" and hashing(rack, rig), rig
+                assert_same_rig(rig, BEFORE[1][rig], after_check[rig], 1, "convert --check")
         if name == "convert":
             assert outcomes(report(journal)) == dict.fromkeys(RIGS, "converted")
             for rig in RIGS:
@@ -583,11 +591,17 @@ def test_each_rigs_api_key_was_shown_once_and_is_kept_only_in_the_private_store(
 @pytest.mark.timeout(1200)
 def test_trip_2_puts_the_rig_back_as_it_was_before_that_conversion(rack, journal):
     start_trip(rack, 2)
+    first = {rig: record(rack, rig) for rig in RIGS}
     proc = rigpivot("convert", "-i", str(rack.lab.inventory), "--yes", "--journal", str(journal))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     assert outcomes(report(journal)) == dict.fromkeys(RIGS, "converted")
     for rig in RIGS:
         assert_serving(rack, rig)
+        # A new conversion took a new snapshot; trip 1's stays retired.
+        retired = first[rig]["facts"]["retired_snapshots"]
+        assert retired, f"{rig}: trip 1's rollback retired no snapshot"
+        assert record(rack, rig)["facts"]["snapshot_id"] not in retired
+        assert record(rack, rig)["facts"]["retired_snapshots"] == retired
     end_trip(rack, journal, 2)
 
 

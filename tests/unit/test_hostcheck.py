@@ -26,7 +26,7 @@ LAB_TESTS = [REPO / "tests" / "integration" / f"test_reflash_{t}.py" for t in ("
 # Essential packages (on every Debian machine, never installed by name) and the programs of
 # theirs the lab runs.
 ESSENTIAL = {"dpkg", "tar", "util-linux"}
-ESSENTIAL_PROGRAMS = {"sh", "gzip"}
+ESSENTIAL_PROGRAMS = {"sh", "gzip", "cp"}
 
 
 def script_packages() -> set[str]:

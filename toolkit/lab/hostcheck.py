@@ -64,6 +64,7 @@ NEEDS: tuple[Need, ...] = (
     # The reflash OS image (toolkit/osimage.py, `rigpivot image build`) and its test
     Need("mcopy", "mtools", "writes GRUB into the image's EFI partition without mounting it"),
     Need("mdir", "mtools", "lists the image's EFI partition"),
+    Need("qemu-system-x86_64", "qemu-system-x86", "boots the reflash image (toolkit/lab/vm.py)"),
 )  # fmt: skip
 
 
