@@ -187,6 +187,20 @@ def test_backup_streams_the_disk_with_its_checksum_and_restore_writes_it_back(ri
     assert f"has sha256 {before}, the backup's is {'0' * 64}" in bad.stderr.decode()
 
 
+def test_a_mounted_root_is_frozen_while_it_is_read_and_thawed_after(rig: Rig, tmp_path):
+    """--freeze: the root file system takes no write while dd reads it (a consistent image),
+    and takes writes again once the backup is done."""
+    out = tmp_path / "root.img.gz"
+    proc = rig.sh(
+        f"sh {SCRIPT} backup {rig.root} --freeze {rig.mnt} > {out} && "
+        f"touch {rig.mnt}/written-after && echo thawed"
+    )
+    assert proc.stdout.decode().strip() == "thawed"
+    digest = proc.stderr.decode().split("sha256=")[1].strip()
+    assert hashlib.sha256(run("gzip", "-dc", out).stdout).hexdigest() == digest
+    rig.sh(f"rm {rig.mnt}/written-after")
+
+
 def test_stage_refuses_without_the_room_and_a_corrupt_download(rig: Rig, farm: Path, tmp_path):
     before = rig.inventory()
     proc = rig.reflash("stage", f"file://{farm}", "100000", check=False)

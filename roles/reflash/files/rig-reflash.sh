@@ -93,7 +93,11 @@ backup() {
         # A consistent image of a mounted file system: writes wait while dd reads. If this
         # connection dies, the file system thaws by itself after ten minutes.
         fsfreeze --freeze "$freeze"
-        (sleep 600; fsfreeze --unfreeze "$freeze" 2>/dev/null) </dev/null >/dev/null 2>&1 &
+        (
+            trap 'kill "$nap" 2>/dev/null; exit 0' TERM
+            sleep 600 & nap=$!
+            wait "$nap" && fsfreeze --unfreeze "$freeze" 2>/dev/null
+        ) </dev/null >/dev/null 2>&1 &
         thaw=$!
     fi
     { dd if="$dev" bs=4M status=none || : >"$tmp/failed"; } | tee "$tmp/raw" | gzip -1
