@@ -96,6 +96,19 @@ class Policy(BaseModel):
         "driver branches and CUDA 12 the stack installs are built for these. Any other OS "
         "(HiveOS on Ubuntu 18.04, NiceHash OS) is left alone: re-image it first.",
     )
+    reflash_free_mib: int = Field(
+        2560,
+        ge=0,
+        description="Free space a reflash needs on the rig's root file system to stage "
+        "rigpivot's Debian 12 image beside the mining OS (its 2 GiB root image, kernel and "
+        "initramfs, plus room; docs/reflash.md).",
+    )
+    reflash_min_ram_mib: int = Field(
+        1024,
+        ge=0,
+        description="RAM the reflashed OS boots in (measured: the image reaches sshd under "
+        "QEMU with 1 GiB; docs/reflash.md).",
+    )
     allow_secure_boot: bool = Field(
         False,
         description="Convert rigs that boot with UEFI Secure Boot on. The driver's DKMS module "
@@ -350,9 +363,20 @@ def os_reasons(facts: RigFacts, p: Policy) -> list[str]:
     release = f"{h.os_id or '?'} {h.os_version or '?'}".lower()
     if release not in {r.lower() for r in p.inplace_os}:
         name = h.os_pretty or release
+        short = []
+        if h.disk_free_mib < p.reflash_free_mib:
+            short.append(f"{p.reflash_free_mib} MiB free on its root (it has {h.disk_free_mib})")
+        if h.ram_mib < p.reflash_min_ram_mib:
+            short.append(f"{p.reflash_min_ram_mib} MiB of RAM (it has {h.ram_mib})")
+        room = (
+            "staging rigpivot's Debian 12 image beside its OS needs " + " and ".join(short)
+            if short
+            else "it has the room to stage rigpivot's Debian 12 image beside its OS"
+        )
         reasons.append(
             f"OS {name} ({release}) is not converted in place (supported: "
-            f"{', '.join(p.inplace_os)}); re-image the rig onto one of them first"
+            f"{', '.join(p.inplace_os)}); re-image the rig onto one of them first "
+            f"({room}; docs/reflash.md)"
         )
     if h.secure_boot == "enabled" and not p.allow_secure_boot:
         reasons.append(

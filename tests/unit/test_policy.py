@@ -167,7 +167,15 @@ def test_rig_on_an_os_that_is_not_converted_in_place_is_unfit_with_what_to_do():
     facts.host.os_version, facts.host.os_pretty = "18.04", "Ubuntu 18.04.6 LTS"
     v = judge_rig(Host("r"), facts, Policy())
     assert v.verdict == "unfit" and v.engine is None
-    assert any("Ubuntu 18.04.6 LTS" in r and "re-image" in r for r in v.reasons), v.reasons
+    (why,) = [r for r in v.reasons if "Ubuntu 18.04.6 LTS" in r]
+    assert "re-image the rig onto one of them first" in why
+    assert "it has the room to stage rigpivot's Debian 12 image beside its OS" in why
+    # A rig without the room for a reflash is told what it lacks.
+    facts.host.disk_free_mib, facts.host.ram_mib = 1500, 900
+    (why,) = [r for r in judge_rig(Host("r"), facts, Policy()).reasons if "18.04" in r]
+    assert ("staging rigpivot's Debian 12 image beside its OS needs 2560 MiB free on its root "
+            "(it has 1500) and 1024 MiB of RAM (it has 900)") in why  # fmt: skip
+    facts.host.disk_free_mib, facts.host.ram_mib = 100_000, 32_000
     # The farm can widen the list, per group or host.
     assert judge_rig(Host("r"), facts, Policy(inplace_os=["ubuntu 18.04"])).verdict == "fit"
 
