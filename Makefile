@@ -41,7 +41,9 @@ lab-down: venv
 	$(BIN)/rigpivot lab down
 
 # The execution environment's build context (execution-environment.yml): the collection's
-# artifact, then `ansible-builder create` into build/ee (`podman build build/ee` makes the image).
+# artifact and the Python package's wheel, then `ansible-builder create` into build/ee
+# (`podman build build/ee` makes the image).
 ee-context: venv
 	$(BIN)/ansible-galaxy collection build --force --output-path build/collection .
+	$(BIN)/pip wheel --quiet --no-deps -w build/wheel .
 	$(BIN)/ansible-builder create -f execution-environment.yml -c build/ee

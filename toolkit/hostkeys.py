@@ -72,6 +72,7 @@ _KEY_CHECK_OFF = re.compile(
 )
 _SSH_ARG_VARS = ("ansible_ssh_common_args", "ansible_ssh_extra_args", "ansible_ssh_args")
 _KEY_CHECK_VARS = ("ansible_host_key_checking", "ansible_ssh_host_key_checking")
+SSH_SETTING_VARS = (*_SSH_ARG_VARS, *_KEY_CHECK_VARS)
 
 
 def host_key_checking_off(host: Host) -> str | None:

@@ -152,11 +152,13 @@ def convert(
             on_stage(f"batch {n}/{len(plan.batches)}: {', '.join(batch)}")
             # The play's own max_fail_percentage would abort every rig of the batch at the first
             # failure, leaving the others half-converted: here each rig of a batch finishes,
-            # and --max-fail-percent is applied between batches.
+            # and --max-fail-percent is applied between batches; failed rigs are rolled back
+            # after the batch (the play's own rollback is for runs without this controller).
             play = run_playbook(
                 "convert.yml", inventories, batch, journal / "ansible" / f"{n:03d}-convert",
                 extravars={**lvars, "rigpivot_batch_size": len(batch),
-                           "rigpivot_max_fail_percent": 100},
+                           "rigpivot_max_fail_percent": 100,
+                           "rigpivot_rollback_on_failure": False},
                 check=opts.check, on_event=on_event, should_stop=should_stop,
             )  # fmt: skip
             if not opts.check and not play.canceled:

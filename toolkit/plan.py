@@ -33,7 +33,8 @@ class RigPlan(BaseModel):
     engines: list[str] = []  # every engine the instances use: all are installed
 
     def role_vars(self) -> dict[str, Any]:
-        """Preflight's choices for the rig, as `rigpivot_plan_*` host variables. The roles'
+        """Preflight's choices for the rig, as `rigpivot_plan_*` host variables (with them,
+        convert.yml does not plan again). The roles'
         defaults fall back to them (`inference_server_engine` defaults to
         `rigpivot_plan_engine`), so anything the farm file sets, at any level, wins: the lab
         pins a CPU engine and its tiny model that way.
@@ -42,6 +43,7 @@ class RigPlan(BaseModel):
         most cards have); `rigpivot_plan_instances` gives each card its own engine, model,
         quantisation and context, and `rigpivot_plan_engines` every engine they use."""
         return {
+            "rigpivot_plan_action": self.action,
             "rigpivot_plan_engine": self.engine,
             "rigpivot_plan_gpus": self.gpus,
             "rigpivot_plan_model_file": self.model_file,

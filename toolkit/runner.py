@@ -25,6 +25,11 @@ from toolkit.hostkeys import host_key_message
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The tasks of convert.yml's rescue (names as there).
+CONVERT_RESCUE = frozenset({
+    "Roll the rig back to mining (its conversion failed).",
+    "Fail the rig so the run reports it (its conversion failed).",
+})  # fmt: skip
 PLAYBOOKS = REPO_ROOT / "playbooks"
 
 
@@ -136,12 +141,16 @@ def run_playbook(
         if not host or host not in result.rigs:
             return True
         rig = result.rigs[host]
+        task = str(data.get("task") or "")
+        # convert.yml's rescue, when this controller rolls back (rigpivot_rollback_on_failure
+        # false), only fails the rig again: where it failed, and why, stay the failed step's.
+        if not rig.ok and task in CONVERT_RESCUE:
+            return True
         # Reached = a task came back from the rig. A task that only started, then found the rig
         # unreachable (ssh refused: down, host key changed), changed nothing there: nothing
         # to roll back.
         if kind in ("runner_on_ok", "runner_on_failed"):
             rig.reached = True
-        task = str(data.get("task") or "")
         role = data.get("role")
         if kind == "runner_on_start":
             rig.last_task, rig.last_role = task, role
@@ -174,6 +183,7 @@ def run_playbook(
         "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles"),
         "ANSIBLE_LIBRARY": str(REPO_ROOT / "plugins" / "modules"),
         "ANSIBLE_MODULE_UTILS": str(REPO_ROOT / "plugins" / "module_utils"),
+        "ANSIBLE_ACTION_PLUGINS": str(REPO_ROOT / "plugins" / "action"),
         # ansible-runner adds its own callbacks' folder to this variable, which then hides
         # ansible.cfg's callback_plugins: name ours here (controller_cache).
         "ANSIBLE_CALLBACK_PLUGINS": str(REPO_ROOT / "plugins" / "callback"),

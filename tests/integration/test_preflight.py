@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.collection import ansible, build, install
 from tests.integration.conftest import Rack
 from toolkit.inventory import load_inventory
 from toolkit.probe import ProbeOptions, probe_fleet
@@ -88,6 +89,34 @@ def test_fleet_summary_and_mining_state_are_reported(report):
     assert "24 of 32 cards fit, 5 of 6 rigs convertible" in report["console"]
     assert all(r["mining"] for r in report["rigs"]), "every lab rig mines before conversion"
     assert {r["platform"] for r in report["rigs"]} == {"hiveos", "linux"}
+
+
+def judged(rig: dict) -> dict:
+    """A rig's verdict without its live readings (power draw, temperatures, miner figures)."""
+    return {k: v for k, v in rig.items() if k != "facts"}
+
+
+def test_the_preflight_play_judges_every_rig_as_the_cli_does(report, rack, tmp_path: Path):
+    """`ansible-playbook rigpivot.farm.preflight` on the installed collection, no rigpivot CLI
+    (as an AWX job runs it): every rig gets the CLI's verdict and plan, and a rig that cannot
+    be reached is a verdict, not a failed run."""
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir(), out.mkdir()
+    env = install(build(tmp_path), tmp_path / "collections", work)
+    inv = work / "farm.ini"
+    inv.write_text(rack.lab.inventory.read_text().replace(
+        "[rack1]", "[rack1]\nghost ansible_host=127.0.0.1 ansible_port=9", 1))  # fmt: skip
+    proc = ansible("ansible-playbook", "-i", str(inv), "rigpivot.farm.preflight",
+                   "-e", f"rigpivot_report_dir={out}", env=env, cwd=work, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+    played = {r["host"]: r for r in json.loads((out / "preflight.json").read_text())["rigs"]}
+    ghost = played.pop("ghost")
+    assert (ghost["status"], ghost["verdict"]) == ("unreachable", "unknown"), ghost
+    assert "cannot reach ghost" in ghost["error"], ghost
+    assert {h: judged(r) for h, r in played.items()} == {
+        r["host"]: judged(r) for r in report["rigs"]
+    }
+    assert all(r["facts"]["gpus"] is not None for r in played.values())
 
 
 def test_nvml_and_nvidia_smi_paths_give_the_same_facts(rack: Rack):

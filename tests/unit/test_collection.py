@@ -6,65 +6,26 @@ module_utils path): the modules find their library inside the collection."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
+from tests.collection import REPO, ansible, build, install
+
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("rig_*.py"))
-
-
-def ansible(
-    cmd: str, *args: str, env: dict[str, str], cwd: Path
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(BIN / cmd), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
-    )
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("build")
-    proc = subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(REPO)],
-        capture_output=True, text=True, timeout=120, cwd=out,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    version = yaml.safe_load((REPO / "galaxy.yml").read_text())["version"]
-    tarball = out / f"rigpivot-farm-{version}.tar.gz"
-    assert tarball.is_file(), list(out.iterdir())
-    return tarball
+    return build(tmp_path_factory.mktemp("build"))
 
 
 @pytest.fixture(scope="module")
 def installed(built: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Path]:
-    """(the environment of a machine that has only the installed collection, a folder to run in:
-    no ansible.cfg read, no ANSIBLE_* variable of the caller's)."""
+    """(the environment of a machine that has only the installed collection, a folder to run in)."""
     work = tmp_path_factory.mktemp("work")
-    collections = tmp_path_factory.mktemp("collections")
-    empty_cfg = work / "none.cfg"
-    empty_cfg.write_text("")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
-    env.update(
-        ANSIBLE_CONFIG=str(empty_cfg),  # not ~/.ansible.cfg nor /etc/ansible/ansible.cfg either
-        ANSIBLE_COLLECTIONS_PATH=str(collections),
-        ANSIBLE_LOCALHOST_WARNING="False",
-        ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        ANSIBLE_NOCOLOR="1",
-    )
-    proc = ansible(
-        "ansible-galaxy", "collection", "install", "-p", str(collections), str(built),
-        env=env, cwd=work,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    assert (collections / "ansible_collections" / "rigpivot" / "farm" / "MANIFEST.json").is_file()
-    return env, work
+    return install(built, tmp_path_factory.mktemp("collections"), work), work
 
 
 def test_the_artifact_is_the_collection_and_nothing_of_the_controller(built: Path):
@@ -76,8 +37,9 @@ def test_the_artifact_is_the_collection_and_nothing_of_the_controller(built: Pat
     assert len(MODULES) == 8
     assert "plugins/module_utils/rigpivot_rig.py" in names
     assert {"meta/runtime.yml", "README.md", "playbooks/tasks/lease.yml"} <= names
-    for playbook in ("convert", "rollback", "status", "lease"):
+    for playbook in ("convert", "rollback", "status", "lease", "preflight"):
         assert f"playbooks/{playbook}.yml" in names
+    assert "plugins/action/farm_plan.py" in names
     roles = {p.name for p in (REPO / "roles").iterdir() if (p / "tasks" / "main.yml").is_file()}
     assert {f"roles/{r}/tasks/main.yml" for r in roles} <= names
     top = {n.split("/")[0] for n in names}
@@ -123,11 +85,11 @@ def test_the_modules_run_by_their_collection_names_with_the_collections_library(
 
 
 def test_the_playbooks_run_by_their_collection_names(installed):
-    """convert, rollback and lease pass a syntax check (their roles and short module names
+    """convert, rollback, lease and preflight pass a syntax check (their roles and short names
     resolve inside the collection, tasks/lease.yml is found beside them); status runs (rig_facts,
     read-only, on this machine)."""
     env, work = installed
-    for playbook in ("convert", "rollback", "lease", "status"):
+    for playbook in ("convert", "rollback", "lease", "status", "preflight"):
         proc = ansible(
             "ansible-playbook", "-i", "localhost,", "--syntax-check", f"rigpivot.farm.{playbook}",
             env=env, cwd=work,

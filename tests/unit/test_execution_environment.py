@@ -32,6 +32,13 @@ def pinned(name: str) -> str:
     return match.group(1)
 
 
+def project_version() -> str:
+    text = (REPO / "pyproject.toml").read_text()
+    match = re.search(r'^version = "([^"]+)"', text, re.M)
+    assert match
+    return match.group(1)
+
+
 def galaxy_version() -> str:
     return str(yaml.safe_load((REPO / "galaxy.yml").read_text())["version"])
 
@@ -63,6 +70,12 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(
+        [str(BIN / "pip"), "wheel", "--quiet", "--no-deps", "-w", str(work / "build" / "wheel"),
+         str(REPO)],
+        capture_output=True, text=True, timeout=300, cwd=work,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run(
         [str(BIN / "ansible-builder"), "create", "-f", str(work / EE.name),
          "-c", str(work / "context"), "--output-filename", "Containerfile"],
         capture_output=True, text=True, timeout=120, cwd=work,
@@ -91,6 +104,13 @@ def test_the_context_holds_the_collection_and_its_requirements_install_it(contex
     shipped = build / "collections" / artifact.name
     assert shipped.read_bytes() == artifact.read_bytes()
     assert "openssh-client [platform:dpkg]" in (build / "bindep.txt").read_text().splitlines()
+    # farm_plan's rules: the rigpivot package, as pyproject.toml versions it, in the builder stage
+    wheel = f"rigpivot-{project_version()}-py3-none-any.whl"
+    assert (build / "wheels" / wheel).is_file()
+    assert f"/build/wheels/{wheel}" in (build / "requirements.txt").read_text().splitlines()
+    text = (ctx / "Containerfile").read_text()
+    builder = text[text.index("FROM base AS builder") :]
+    assert builder.index("COPY _build/wheels /build/wheels") < builder.index("introspect")
     # The galaxy stage's command, run where it runs (WORKDIR /build): the requirement resolves.
     proc = subprocess.run(
         [str(BIN / "ansible-galaxy"), "collection", "install", "-r", "requirements.yml",

@@ -46,6 +46,7 @@ def test_batches_follow_batch_size():
 def test_uniform_rig_keeps_the_rig_level_role_vars():
     r = plan_conversion(fleet(p106s=rig(card("p106", 0), card("p106", 1))), 1).rigs[0]
     assert r.role_vars() == {
+        "rigpivot_plan_action": "convert",
         "rigpivot_plan_engine": "llama.cpp",
         "rigpivot_plan_gpus": [0, 1],
         "rigpivot_plan_model_file": "llama-3.1-8b-q4_k_m.gguf",

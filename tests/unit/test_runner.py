@@ -6,7 +6,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from toolkit.runner import HIDDEN, _failure_message, run_playbook
+import yaml
+
+from toolkit.runner import CONVERT_RESCUE, HIDDEN, REPO_ROOT, _failure_message, run_playbook
 
 # What ansible-core's ssh connection reports (event res.msg) when a rig's host key changed.
 CHANGED = (
@@ -87,3 +89,11 @@ def test_the_runner_keeps_ansibles_host_key_checking_on(tmp_path: Path, monkeypa
                        on_event=lambda e: seen.append(e.status))  # fmt: skip
     assert res.rigs["rig01"].ok, res.rigs["rig01"].message
     assert "ok" in seen
+
+
+def test_the_runner_knows_convert_plays_rescue_tasks_by_their_names():
+    """The runner leaves a failed rig's step and message as they were while convert.yml's rescue
+    runs (it names those tasks): renaming them there must be done here too."""
+    play = yaml.safe_load((REPO_ROOT / "playbooks" / "convert.yml").read_text())[-1]
+    rescue = next(t["rescue"] for t in play["tasks"] if "rescue" in t)
+    assert {t["name"] for t in rescue} == CONVERT_RESCUE
