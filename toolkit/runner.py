@@ -25,9 +25,12 @@ from toolkit.hostkeys import host_key_message
 log = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The tasks of convert.yml's rescue (names as there).
+# The tasks of convert.yml's rescue (names as there and in tasks/lease.yml): for a rig that
+# has failed, none of them changes what the run tells of it.
 CONVERT_RESCUE = frozenset({
-    "Roll the rig back to mining (its conversion failed).",
+    "Restore the rig, or quarantine it (its conversion failed).",
+    "Name this run for the rigs' leases.",
+    "Take, renew or release the rig's lease for this run.",
     "Fail the rig so the run reports it (its conversion failed).",
 })  # fmt: skip
 PLAYBOOKS = REPO_ROOT / "playbooks"

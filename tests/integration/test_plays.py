@@ -55,7 +55,7 @@ def plays(rack: Rack, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def converted(plays) -> subprocess.CompletedProcess[str]:
-    return plays("convert", "-e", "rigpivot_max_fail_percent=100")
+    return plays("convert", "-e", "rigpivot_batch_size=2", "-e", "rigpivot_max_fail_percent=100")
 
 
 def recap(proc: subprocess.CompletedProcess[str], host: str) -> dict[str, int]:
@@ -67,6 +67,7 @@ def recap(proc: subprocess.CompletedProcess[str], host: str) -> dict[str, int]:
 def test_convert_alone_converts_the_fit_rig_and_rolls_the_failed_one_back(rack, before, converted):
     out = converted.stdout
     assert converted.returncode == 2, out[-4000:] + converted.stderr[-2000:]  # a rig failed
+    assert record(rack, "rig01").get("state") == "ai", out[-6000:]
     assert assert_ai_or_mining(rack, "rig01", before["rig01"]) == "ai"
     # rig02 failed at the driver, after its snapshot and drain: back to mining, as before
     assert recap(converted, "rig02")["failed"] == 1
