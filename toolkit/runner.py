@@ -31,6 +31,7 @@ CONVERT_RESCUE = frozenset({
     "Restore the rig, or quarantine it (its conversion failed).",
     "Name this run for the rigs' leases.",
     "Take, renew or release the rig's lease for this run.",
+    "Report the rig's outcome.",
     "Fail the rig so the run reports it (its conversion failed).",
 })  # fmt: skip
 PLAYBOOKS = REPO_ROOT / "playbooks"

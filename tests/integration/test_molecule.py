@@ -1,5 +1,6 @@
 """Every role's Molecule scenarios (check, converge, idempotence, verify on lab rigs), run
-from pytest so that `make test` runs them too."""
+from pytest so that `make test` runs them too. The playbooks end to end, on their own as AWX
+runs them, are tests/integration/test_plays.py."""
 
 from __future__ import annotations
 
@@ -11,23 +12,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-# The project's own scenario (molecule/pivot: convert and rollback) and each role's. Each is a
-# group of one test, and such groups are the run's last (conftest.py); xdist hands them out in
-# this order, a worker taking the next while it still has one or two to run. The two longest
-# go first (worker time on the suite's run, README: mining_restore 3 min 47 s, pivot 2 min 26
-# s; the others 40 to 75 s), so the run does not end with one worker on a long scenario while
-# the other has nothing left.
-LONGEST = ["roles/mining_restore/molecule/default", "molecule/pivot"]
-
-
-def _rank(scenario: Path) -> int:
-    name = str(scenario.parent.relative_to(REPO))
-    return LONGEST.index(name) if name in LONGEST else len(LONGEST)
-
-
+# Each role's scenarios. Each is a group of one test, and such groups are the run's last
+# (conftest.py); xdist hands them out in this order, a worker taking the next while it still
+# has one or two to run. The longest, mining_restore's (its prepare half-converts two rigs;
+# README has the suite's times), goes first, so the run does not end with one worker on a long
+# scenario while the other has nothing left.
+LONGEST = "roles/mining_restore/molecule/default"
 SCENARIOS = sorted(
-    [*REPO.glob("roles/*/molecule/*/molecule.yml"), *REPO.glob("molecule/*/molecule.yml")],
-    key=lambda p: (_rank(p), str(p)),
+    REPO.glob("roles/*/molecule/*/molecule.yml"),
+    key=lambda p: (str(p.parent.relative_to(REPO)) != LONGEST, str(p)),
 )
 
 pytestmark = pytest.mark.lab
