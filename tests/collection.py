@@ -13,6 +13,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# Each task's result as one JSON document at the end (tests/callback/results.py).
+RESULTS = {
+    "ANSIBLE_CALLBACK_PLUGINS": str(REPO / "tests" / "callback"),
+    "ANSIBLE_STDOUT_CALLBACK": "results",
+}
 
 
 def ansible(

@@ -24,8 +24,8 @@ def run_module(
         ANSIBLE_MODULE_UTILS=str(REPO / "plugins" / "module_utils"),
         ANSIBLE_LOCALHOST_WARNING="False",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
-        ANSIBLE_STDOUT_CALLBACK="json",
-        ANSIBLE_LOAD_CALLBACK_PLUGINS="True",
+        ANSIBLE_CALLBACK_PLUGINS=str(REPO / "tests" / "callback"),
+        ANSIBLE_STDOUT_CALLBACK="results",
     )
     if stand_ins is not None:
         env["PATH"] = f"{stand_ins}{os.pathsep}{env['PATH']}"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.collection import REPO, ansible, build, install
+from tests.collection import REPO, RESULTS, ansible, build, install
 
 MODULES = sorted(p.stem for p in (REPO / "plugins" / "modules").glob("rig_*.py"))
 
@@ -74,7 +74,7 @@ def test_the_modules_run_by_their_collection_names_with_the_collections_library(
     play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}]))
     proc = ansible(
         "ansible-playbook", "-c", "local", "-i", "localhost,", str(play),
-        env={**env, "ANSIBLE_STDOUT_CALLBACK": "json"}, cwd=work,
+        env={**env, **RESULTS}, cwd=work,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     results = [t["hosts"]["localhost"] for t in json.loads(proc.stdout)["plays"][0]["tasks"]]
@@ -97,7 +97,7 @@ def test_the_playbooks_run_by_their_collection_names(installed):
         assert proc.returncode == 0, (playbook, proc.stdout + proc.stderr)
     proc = ansible(
         "ansible-playbook", "-c", "local", "-i", "localhost,", "rigpivot.farm.status",
-        env={**env, "ANSIBLE_STDOUT_CALLBACK": "json"}, cwd=work,
+        env={**env, **RESULTS}, cwd=work,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     facts = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
