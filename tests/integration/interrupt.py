@@ -97,6 +97,31 @@ class TaskWatch:
         return False
 
 
+def freeze(
+    container: str, needle: str, stop: threading.Event | None = None, timeout: float = 1800
+) -> tuple[int, str] | None:
+    """Wait for a process whose command line holds `needle` to run in the container's PID
+    namespace (watched from the host's /proc), freeze it (SIGSTOP) and return its host PID and
+    command line; None when `stop` is set or `timeout` passes first."""
+    info = pm.inspect(container)
+    assert info is not None
+    ns = os.readlink(f"/proc/{info['State']['Pid']}/ns/pid")
+    deadline = time.monotonic() + timeout
+    while not (stop is not None and stop.is_set()) and time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if needle in cmd and os.readlink(entry / "ns" / "pid") == ns:
+                    os.kill(int(entry.name), signal.SIGSTOP)
+                    return int(entry.name), cmd
+            except OSError:
+                continue
+        time.sleep(0.01)
+    return None
+
+
 class PowerCut:
     """Cut the rig's power (kill its container) at a chosen moment of a run, from a thread,
     until `done()` (call it when the run it watches has ended: a watcher left running would
@@ -125,23 +150,10 @@ class PowerCut:
         self._thread.start()
 
     def _watch_process(self, container: str, needle: str) -> None:
-        info = pm.inspect(container)
-        assert info is not None
-        ns = os.readlink(f"/proc/{info['State']['Pid']}/ns/pid")
-        while not self._stop.is_set():
-            for entry in Path("/proc").iterdir():
-                if not entry.name.isdigit():
-                    continue
-                try:
-                    cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-                    if needle in cmd and os.readlink(entry / "ns" / "pid") == ns:
-                        os.kill(int(entry.name), signal.SIGSTOP)
-                        pm.podman("kill", container)
-                        self.caught.append(cmd)
-                        return
-                except OSError:
-                    continue
-            time.sleep(0.01)
+        caught = freeze(container, needle, self._stop)
+        if caught is not None:
+            pm.podman("kill", container)
+            self.caught.append(caught[1])
 
     def _watch_condition(self, container: str, when: Callable[[], bool]) -> None:
         while not self._stop.is_set():

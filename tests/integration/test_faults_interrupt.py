@@ -11,6 +11,7 @@ rollback at the end returns both to mining byte for byte.
 
 from __future__ import annotations
 
+import os
 import signal
 
 import pytest
@@ -24,7 +25,7 @@ from tests.integration.endstate import (
     rigpivot,
     state,
 )
-from tests.integration.interrupt import PowerCut, Run, plays_of, task_started
+from tests.integration.interrupt import PowerCut, Run, freeze, plays_of, task_started
 from toolkit.lab import podman as pm
 
 pytestmark = pytest.mark.lab
@@ -134,13 +135,17 @@ def test_ssh_drop_mid_convert_is_reported_and_the_next_convert_finishes(rack, jo
     started = (pm.inspect(rack.container("rig02")) or {})["State"]["StartedAt"]
     earlier = set(journal.iterdir())
     run = Run(rack, journal, "--limit", "rig02")
-    readiness = "Wait until every instance answers"
+    # SSH goes while the readiness check runs on the rig: the check is held (SIGSTOP) until
+    # the rig refuses SSH, so it cannot answer, and the next step begin, before the drop.
+    caught = freeze(rack.container("rig02"), "wait_ready.py", timeout=900)
+    assert caught is not None, "rig02's readiness check never ran"
     wait_for(
         lambda: task_started(sorted(set(journal.iterdir()) - earlier), "rig02",
-                             "inference_server", readiness),
-        900, "rig02's readiness check", every=0.2,
+                             "inference_server", "Wait until every instance answers"),
+        30, "the readiness check's start in the run's events", every=0.2,
     )  # fmt: skip
-    block_ssh(rack, "rig02", True)  # while its instances start and answer readiness
+    block_ssh(rack, "rig02", True)
+    os.kill(caught[0], signal.SIGCONT)  # its instances start and answer readiness, unheard
     try:
         rc = run.wait(timeout=600)
     finally:
