@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,17 @@ def test_the_context_holds_the_collection_and_its_requirements_install_it(contex
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "ansible_collections" / "rigpivot" / "farm" / "plugins" / "modules").is_dir()
+
+
+def test_the_wheel_holds_every_file_of_the_package(context):
+    """What the EE installs is the whole package: its data files (the GPU table, the model
+    catalog, the lab's image files) as well as its modules."""
+    ctx, _ = context
+    (wheel,) = (ctx / "_build" / "wheels").glob("rigpivot-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    package = {
+        str(p.relative_to(REPO))
+        for p in (REPO / "toolkit").rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+    assert package - shipped == set()

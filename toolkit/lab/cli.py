@@ -72,3 +72,19 @@ def lab_status(dir_: LabDir = None, name: LabName = "lab") -> None:
     from toolkit.lab.rack import DEFAULT_STATE_DIR, Lab
 
     print_lab_status(Lab(dir_ or DEFAULT_STATE_DIR, name=name))
+
+
+@lab_app.command("ee")
+def lab_ee() -> None:
+    """Build the execution environment's image (execution-environment.yml on the lab's Debian
+    base; rebuilt only when the collection, the package or the definition changed)."""
+    from toolkit.lab.ee import ensure_ee_image
+
+    with console.status("building the execution environment (a few minutes the first time)"):
+        tag = ensure_ee_image()
+    console.print(f"execution environment: [bold]{tag}[/]")
+    console.print(
+        "run a playbook in it: ansible-navigator run rigpivot.farm.status "
+        f"-i inventories/lab/farm.ini --eei {tag} --pp never --mode stdout "
+        "--co=--network=host --eev $PWD/inventories/lab:$PWD/inventories/lab:ro"
+    )

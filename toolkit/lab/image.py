@@ -44,7 +44,7 @@ def cache_dir() -> Path:
     return root
 
 
-def _digest(parts: Iterable[bytes | str]) -> str:
+def digest(parts: Iterable[bytes | str]) -> str:
     h = hashlib.sha256()
     for p in parts:
         h.update(p.encode() if isinstance(p, str) else p)
@@ -63,11 +63,11 @@ def tree_digest(root: Path) -> str:
             parts += [rel, "->", os.readlink(path)]
         elif path.is_file():
             parts += [rel, oct(path.stat().st_mode & 0o111), path.read_bytes()]
-    return _digest(parts)
+    return digest(parts)
 
 
 def base_tag() -> str:
-    return f"{BASE_REPO}:{_digest([SUITE, BASE_PACKAGES, 'minbase-v1'])}"
+    return f"{BASE_REPO}:{digest([SUITE, BASE_PACKAGES, 'minbase-v1'])}"
 
 
 def ensure_base() -> str:
@@ -98,7 +98,7 @@ def ensure_base() -> str:
         tar.wait()
         if imp.returncode != 0 or tar.returncode != 0:
             raise LabError(f"podman import of the lab rootfs failed: {imp.stderr.decode().strip()}")
-    _prune_old(BASE_REPO, keep=tag)
+    prune_old(BASE_REPO, keep=tag)
     return tag
 
 
@@ -110,7 +110,7 @@ def _pynvml_source() -> Path:
 
 
 def rig_tag(base: str) -> str:
-    return f"{RIG_REPO}:" + _digest(
+    return f"{RIG_REPO}:" + digest(
         [base, tree_digest(IMAGE_DIR), drivers.cache_key(IMAGE_DIR), _pynvml_source().read_bytes()]
     )
 
@@ -151,7 +151,7 @@ def _ensure_rig_image() -> str:
         podman(
             "build", "--pull=never", "--build-arg", f"BASE={base}", "-t", tag, str(c), timeout=900
         )
-    _prune_old(RIG_REPO, keep=tag)
+    prune_old(RIG_REPO, keep=tag)
     return tag
 
 
@@ -160,7 +160,7 @@ def mirror_packages() -> Path:
     return cache_dir() / f"debs-{drivers.cache_key(IMAGE_DIR)}"
 
 
-def _prune_old(repo: str, keep: str) -> None:
+def prune_old(repo: str, keep: str) -> None:
     out = podman("images", "--format", "{{.Repository}}:{{.Tag}}", repo, check=False)
     for tag in out.stdout.decode().split():
         if tag != keep:
