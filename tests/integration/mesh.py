@@ -33,9 +33,8 @@ class Job:
 
     hosts: list[str]
     status: str
-    rc: int | None
+    artifacts: Path  # the job's artifacts folder, as process wrote it
     events: list[dict[str, Any]] = field(default_factory=list)
-    artifacts: Path | None = None  # the job's artifacts folder, as process wrote it
 
     @property
     def stats(self) -> dict[str, Any]:
@@ -109,7 +108,7 @@ class Mesh:
             done = ansible_runner.run(
                 private_data_dir=str(back), streamer="process", _input=stdin, event_handler=keep
             )
-        return Job(hosts, done.status, done.rc, events, back / "artifacts")
+        return Job(hosts, done.status, back / "artifacts", events)
 
     def run(self, playbook: str, slices: list[list[str]], **extravars: Any) -> list[Job]:
         """The sliced job: one execution node per slice, side by side."""

@@ -246,7 +246,6 @@ def test_convert_sliced_over_two_execution_nodes_ends_as_the_local_job(
         assert extra - (RUN_ONCE if host != "rig01" else set()) == set(), host
     # The preflight report came back with the job's artifacts; the snapshot went to the volume.
     for job in jobs:
-        assert job.artifacts is not None
         report = json.loads((job.artifacts / "preflight.json").read_text())
         assert [r["host"] for r in report["rigs"]] == job.hosts
     assert list((mesh.snapshots / "rig01").glob("*.manifest.json"))

@@ -5,7 +5,6 @@ ansible-core and ansible-runner as pyproject.toml pins them. The image is not bu
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from toolkit.lab.ee import make_context
 from toolkit.lab.image import base_tag
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,26 +63,9 @@ def context(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the build context `ansible-builder create` wrote, the artifact it was given): the
     definition beside the collection built where its additional_build_files looks."""
     work = tmp_path_factory.mktemp("ee")
-    shutil.copy(EE, work / EE.name)
+    context = make_context(work)  # as `rigpivot lab ee` makes it before building the image
     out = work / "build" / "collection"
-    proc = subprocess.run(
-        [str(BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(REPO)],
-        capture_output=True, text=True, timeout=120, cwd=work,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(
-        [str(BIN / "pip"), "wheel", "--quiet", "--no-deps", "-w", str(work / "build" / "wheel"),
-         str(REPO)],
-        capture_output=True, text=True, timeout=300, cwd=work,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    proc = subprocess.run(
-        [str(BIN / "ansible-builder"), "create", "-f", str(work / EE.name),
-         "-c", str(work / "context"), "--output-filename", "Containerfile"],
-        capture_output=True, text=True, timeout=120, cwd=work,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    return work / "context", out / f"rigpivot-farm-{galaxy_version()}.tar.gz"
+    return context, out / f"rigpivot-farm-{galaxy_version()}.tar.gz"
 
 
 def test_ansible_builder_create_writes_a_containerfile_on_the_labs_base(context):

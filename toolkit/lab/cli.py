@@ -85,6 +85,5 @@ def lab_ee() -> None:
     console.print(f"execution environment: [bold]{tag}[/]")
     console.print(
         "run a playbook in it: ansible-navigator run rigpivot.farm.status "
-        f"-i inventories/lab/farm.ini --eei {tag} --pp never --mode stdout "
-        "--co=--network=host --eev $PWD/inventories/lab:$PWD/inventories/lab:ro"
+        f"-i inventories/lab/farm.ini --eei {tag} --pp never --mode stdout --co=--network=host"
     )
