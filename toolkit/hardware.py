@@ -12,6 +12,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict
 
+from toolkit import sizing
+from toolkit.errors import BadInputError
+
 DATA = Path(__file__).with_name("data")
 
 
@@ -62,9 +65,7 @@ class ModelShape(BaseModel):
 
     @property
     def params_b(self) -> float:
-        from toolkit.sizing import param_count
-
-        return (self.params or param_count(self)) / 1e9
+        return (self.params or sizing.param_count(self)) / 1e9
 
     def quants(self, engine: str, catalog: list[str]) -> list[str]:
         """The quantisations this model can be served at by `engine`, highest precision first."""
@@ -77,9 +78,7 @@ class ModelShape(BaseModel):
     def weights_bytes(self, quant: str) -> int:
         if quant in self.files:
             return self.files[quant]
-        from toolkit.sizing import weights_bytes
-
-        return weights_bytes(self, quant)
+        return sizing.weights_bytes(self, quant)
 
     def kv_bytes_per_token(self, bytes_per_element: int = 2) -> int:
         """Per token, over every layer (sliding-window layers counted in full)."""
@@ -191,8 +190,6 @@ def catalog_with(extra: Path | None) -> ModelCatalog:
     base = model_catalog()
     if extra is None or not extra.is_file():
         return base
-    from toolkit.errors import BadInputError
-
     try:
         data = yaml.safe_load(extra.read_text()) or {}
         added = {k: ModelShape.model_validate(v) for k, v in (data.get("models") or {}).items()}

@@ -9,8 +9,11 @@ images run Python 3.6.
 """
 
 import fnmatch
+import grp
+import hashlib
 import json
 import os
+import pwd
 import re
 import subprocess
 import time
@@ -63,6 +66,29 @@ def read(path, mode="r"):
             return f.read()
     except (OSError, ValueError):
         return None
+
+
+def sha256(path):
+    """The SHA-256 of a file's content (a link is followed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 16), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def owner_names(st):
+    """Owner and group by name, or by number where the rig has no name for them (miners
+    unpacked from tarballs keep the packer's uid)."""
+    try:
+        owner = pwd.getpwuid(st.st_uid).pw_name
+    except KeyError:
+        owner = str(st.st_uid)
+    try:
+        group = grp.getgrgid(st.st_gid).gr_name
+    except KeyError:
+        group = str(st.st_gid)
+    return owner, group
 
 
 # -- systemd -------------------------------------------------------------------------------

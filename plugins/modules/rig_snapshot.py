@@ -42,11 +42,8 @@ options:
 import datetime
 import fnmatch
 import glob
-import grp
-import hashlib
 import json
 import os
-import pwd
 import shutil
 import stat
 import subprocess
@@ -60,6 +57,8 @@ try:
     from ansible.module_utils.rigpivot_rig import (
         exec_paths,
         miner_stats,
+        owner_names,
+        sha256,
         smi_power_draw,
         smi_query,
         smi_value,
@@ -69,6 +68,8 @@ except ImportError:
     from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
         exec_paths,
         miner_stats,
+        owner_names,
+        sha256,
         smi_power_draw,
         smi_query,
         smi_value,
@@ -83,14 +84,6 @@ SCRIPT_DIRS = ("/opt/", "/etc/", "/usr/local/", "/home/", "/root/", "/srv/")
 def run(args):
     p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return p.returncode, p.stdout
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 16), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def unit_info(unit):
@@ -145,20 +138,6 @@ def driver_version():
     except RuntimeError:
         return None
     return rows[0]["driver_version"] if rows else None
-
-
-def owner_names(st):
-    """Owner and group by name, or by number where the rig has no name for them (miners
-    unpacked from tarballs keep the packer's uid)."""
-    try:
-        owner = pwd.getpwuid(st.st_uid).pw_name
-    except KeyError:
-        owner = str(st.st_uid)
-    try:
-        group = grp.getgrgid(st.st_gid).gr_name
-    except KeyError:
-        group = str(st.st_gid)
-    return owner, group
 
 
 def packages(patterns):

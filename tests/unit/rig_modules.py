@@ -1,5 +1,6 @@
-"""Run one of the rig-side modules (plugins/modules) through ansible-playbook on this machine,
-with the rig library beside it as Ansible ships it, and return its result."""
+"""Run one of the rig-side modules (plugins/modules) or controller-side actions (plugins/action)
+through ansible-playbook on this machine, with the rig library beside it as Ansible ships it,
+and return its result."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def run_module(
     workdir: Path, module: str, args: dict[str, object], *, check: bool = False,
-    stand_ins: Path | None = None,
+    stand_ins: Path | None = None, diff: bool = False,
 ) -> dict[str, object]:  # fmt: skip
     """`module` with `args` in a one-task play; `stand_ins` (a folder of stand-in programs)
     goes first on PATH."""
@@ -22,6 +23,10 @@ def run_module(
         os.environ,
         ANSIBLE_LIBRARY=str(REPO / "plugins" / "modules"),
         ANSIBLE_MODULE_UTILS=str(REPO / "plugins" / "module_utils"),
+        ANSIBLE_ACTION_PLUGINS=str(REPO / "plugins" / "action"),
+        # this machine's Python for the "rig" side (interpreter discovery could pick a
+        # python3.x shim here that does not run)
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
         ANSIBLE_LOCALHOST_WARNING="False",
         ANSIBLE_INVENTORY_UNPARSED_WARNING="False",
         ANSIBLE_CALLBACK_PLUGINS=str(REPO / "tests" / "callback"),
@@ -34,7 +39,8 @@ def run_module(
     play.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
     proc = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,",
-         *(["--check"] if check else []), str(play)],
+         *(["--check"] if check else []),
+         *(["--diff"] if diff else []), str(play)],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     result = json.loads(proc.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]

@@ -34,12 +34,14 @@ def test_the_artifact_is_the_collection_and_nothing_of_the_controller(built: Pat
     names = {m.name for m in members}
     assert all(m.isfile() or m.isdir() for m in members)  # real files: no symlinks
     assert {f"plugins/modules/{m}.py" for m in MODULES} <= names
-    assert len(MODULES) == 8
+    assert len(MODULES) == 9
     assert "plugins/module_utils/rigpivot_rig.py" in names
     assert {"meta/runtime.yml", "README.md", "playbooks/tasks/lease.yml"} <= names
     for playbook in ("convert", "rollback", "status", "lease", "preflight"):
         assert f"playbooks/{playbook}.yml" in names
-    assert "plugins/action/farm_plan.py" in names
+    actions = {p.name for p in (REPO / "plugins" / "action").glob("*.py")}
+    assert {"farm_plan.py", "private_fetch.py"} <= actions
+    assert {f"plugins/action/{a}" for a in actions} <= names
     roles = {p.name for p in (REPO / "roles").iterdir() if (p / "tasks" / "main.yml").is_file()}
     assert {f"roles/{r}/tasks/main.yml" for r in roles} <= names
     top = {n.split("/")[0] for n in names}
