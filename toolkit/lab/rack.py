@@ -98,7 +98,9 @@ def _free_port() -> int:
         return port
 
 
-def _ssh_banner(port: int, timeout: float = 1.0) -> bool:
+def _ssh_banner(port: int, timeout: float = 5.0) -> bool:
+    # Seconds, not one: on a loaded machine (the suite's two workers, each converting) a rig's
+    # sshd can take over a second to answer, every time, and the rig was never "ready".
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.settimeout(timeout)
