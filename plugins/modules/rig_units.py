@@ -53,7 +53,6 @@ except ImportError:
 # linked, masked or disabled units), less enabled-runtime, indirect and alias, which it
 # enables anyway. HiveOS links its units into /etc/systemd/system: linked until enabled.
 ENABLED_STATES = ("enabled", "static", "generated", "transient")
-STATES = ("enabled", "linked", "linked-runtime", "static", "generated", "transient")
 STATES = ("started", "stopped", "restarted")
 KEYS = {"name", "masked", "enabled", "state"}
 SETTLE_S = 0.5
