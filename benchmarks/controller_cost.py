@@ -18,8 +18,9 @@ With `--baseline REV`, the same rack is converted and rolled back a second time 
 it was at git revision REV (checked out in a temporary worktree, run with this virtualenv),
 so before and after come from one machine in one run. A rack's first round trip costs more
 than the next (apt lists to fetch, the model to download, and the machine the busier for it,
-which inflates the controller's CPU time too: measured 17.2 against 13.1 s per rig for the
-same kind of run), so with a baseline the rack first makes one round trip that is not counted.
+which inflates the controller's CPU time too: this code's convert read 17.2 s per rig first on
+a fresh rack and 10.6 s after one round trip), so with a baseline the rack first makes one
+round trip that is not counted.
 
     .venv/bin/python benchmarks/controller_cost.py --sizes 1,4,8
     .venv/bin/python benchmarks/controller_cost.py --sizes 1,4 --baseline 58005a0
