@@ -27,7 +27,7 @@ def _owner_only(path: Path, mode: int) -> bool:
 
 
 class ActionModule(ActionBase):  # type: ignore[misc]
-    TRANSFERS_FILES = True
+    TRANSFERS_FILES = False  # the fetch it runs needs no remote temporary folder
     _VALID_ARGS = frozenset(("store", "files"))
 
     def run(self, tmp: Any = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
