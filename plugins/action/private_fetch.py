@@ -52,7 +52,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         for f in files:
             dest = Path(os.path.abspath(str(f["dest"])))
             dest.parent.mkdir(parents=True, exist_ok=True)
-            for d in [root, *[p for p in dest.parents if root in p.parents]]:
+            for d in [p for p in dest.parents if root in p.parents]:  # the folders under the store
                 changed |= _owner_only(d, 0o700)
             task = self._task.copy()
             task.args = {"src": f["src"], "dest": str(dest), "flat": True}

@@ -38,16 +38,17 @@ options:
     description: Leave out units this rig does not have, instead of failing.
 """
 
-import time
-
 from ansible.module_utils.basic import AnsibleModule
 
 # The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
 # repository) first; an installed collection (rigpivot.farm) when that is not there.
 try:
-    from ansible.module_utils.rigpivot_rig import run
+    from ansible.module_utils.rigpivot_rig import run, unit_show
 except ImportError:
-    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import run
+    from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        run,
+        unit_show,
+    )
 
 # What systemd_service counts as enabled: `systemctl is-enabled` exits 0 (systemctl(1): not for
 # linked, masked or disabled units), less enabled-runtime, indirect and alias, which it
@@ -55,20 +56,13 @@ except ImportError:
 ENABLED_STATES = ("enabled", "static", "generated", "transient")
 STATES = ("started", "stopped", "restarted")
 KEYS = {"name", "masked", "enabled", "state"}
-SETTLE_S = 0.5
 
 
 def show(unit):
     """LoadState, ActiveState and UnitFileState of a unit ('' where systemctl says nothing)."""
     props = ("LoadState", "ActiveState", "UnitFileState")
-    for attempt in range(3):
-        rc, out, _ = run(["systemctl", "show", "-p", ",".join(props), unit])
-        found = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-        # systemd answers empty values while it reloads its units: asked again.
-        if rc == 0 and found.get("LoadState"):
-            return {p: found.get(p, "") for p in props}
-        time.sleep(SETTLE_S * (attempt + 1))
-    return {p: "" for p in props}
+    found = unit_show(unit, props)
+    return {p: found.get(p, "") for p in props}
 
 
 def actions(want, now):
