@@ -425,6 +425,26 @@ def save_record(path, record):
     os.replace(tmp, path)
 
 
+def record_created(paths, path=RECORD):
+    """The conversion's ledger: those of `paths` that do not exist yet join the pivot record's
+    `created` list, before the caller creates them (rollback removes exactly those, never what
+    the operator made). Returns the paths that did not exist."""
+    new = [p for p in paths if not os.path.lexists(p)]
+    if not new:
+        return []
+    with record_locked(path):
+        record = load_record(path)
+        ledger = list(record.get("created") or [])
+        added = [p for p in new if p not in ledger]
+        if added:
+            record["created"] = ledger + added
+            now = utc_now()
+            record["updated"] = utc_text(now)
+            renew_lease(record, now)
+            save_record(path, record)
+    return new
+
+
 # -- the rig lease: which run may change the rig now -----------------------------------------
 
 
