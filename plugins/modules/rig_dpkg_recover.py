@@ -20,6 +20,11 @@ options:
     description: dpkg's database directory.
     type: path
     default: /var/lib/dpkg
+  query:
+    description: Package name patterns (dpkg-query's) whose packages to read afterwards, into C(packages).
+    type: list
+    elements: str
+    default: []
 """
 
 RETURN = r"""
@@ -29,6 +34,10 @@ configure_rc: {description: "Its exit code (null when it did not run; not `rc`, 
 stdout: {description: What it printed, type: str}
 stderr: {description: Its errors, type: str}
 audit: {description: "`dpkg --audit` before the run", type: str}
+packages:
+  description: "The packages dpkg knows matching C(query), after the run: name, version and status (dpkg's db:Status-Abbrev, e.g. ii, hi, rc)"
+  type: list
+  elements: dict
 """
 
 import os
@@ -54,9 +63,28 @@ def unfinished(admindir):
     return journal, out.strip()
 
 
+def packages(admindir, patterns):
+    """[{name, version, status}] of the packages dpkg knows matching `patterns`."""
+    if not patterns:
+        return []
+    fmt = "${Package}\\t${Version}\\t${db:Status-Abbrev}\\n"
+    # 1: some pattern matches no package (yet)
+    _, out, _ = run(["dpkg-query", "--admindir=%s" % admindir, "-W", "--showformat=" + fmt,
+                     *patterns])  # fmt: skip
+    found = []
+    for line in out.splitlines():
+        f = line.split("\t")
+        if len(f) == 3:
+            found.append({"name": f[0], "version": f[1], "status": f[2].strip()})
+    return found
+
+
 def main():
     module = AnsibleModule(
-        argument_spec=dict(admindir=dict(type="path", default="/var/lib/dpkg")),
+        argument_spec=dict(
+            admindir=dict(type="path", default="/var/lib/dpkg"),
+            query=dict(type="list", elements="str", default=[]),
+        ),
         supports_check_mode=True,
     )
     admindir = module.params["admindir"]
@@ -65,11 +93,13 @@ def main():
     result = dict(
         pending=pending, ran=False, configure_rc=None, stdout="", stderr="", audit=before[1]
     )
-    if not pending or module.check_mode:
-        module.exit_json(changed=pending, **result)
-    rc, out, err = run(["dpkg", "--admindir=%s" % admindir, "--configure", "-a"], timeout=3600)
-    result.update(ran=True, configure_rc=rc, stdout=out, stderr=err)
-    module.exit_json(changed=rc == 0 or unfinished(admindir) != before, **result)
+    changed = pending
+    if pending and not module.check_mode:
+        rc, out, err = run(["dpkg", "--admindir=%s" % admindir, "--configure", "-a"], timeout=3600)
+        result.update(ran=True, configure_rc=rc, stdout=out, stderr=err)
+        changed = rc == 0 or unfinished(admindir) != before
+    result["packages"] = packages(admindir, module.params["query"])
+    module.exit_json(changed=changed, **result)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ options:
     default: ""
     description: The step making these paths; when given, new paths join the pivot record's ledger first.
   record: {type: path, default: /var/lib/rigpivot/state.json, description: The pivot record.}
+  ledger:
+    type: list
+    elements: path
+    default: []
+    description: Other paths this step is about to make (another module makes them); those missing now join the ledger too.
   directories:
     type: list
     elements: dict
@@ -179,6 +184,7 @@ def main():
         argument_spec=dict(
             step=dict(type="str", default=""),
             record=dict(type="path", default="/var/lib/rigpivot/state.json"),
+            ledger=dict(type="list", elements="path", default=[]),
             directories=dict(type="list", elements="dict", default=[], options=OWNED),
             files=dict(
                 type="list",
@@ -225,8 +231,8 @@ def main():
                           "after": _text(data)})  # fmt: skip
     if not module.check_mode:
         try:
-            if p["step"] and created:
-                record_created(created, p["record"])
+            if p["step"]:
+                record_created(created + p["ledger"], p["record"])
             for d in dirs:
                 put_directory(d)
             for f, data in writes:

@@ -64,6 +64,23 @@ def test_a_journal_left_by_a_killed_dpkg_is_replayed(tmp_path: Path):
     assert r["changed"] and r["ran"], r
 
 
+def test_the_packages_asked_for_are_read_after_dpkg_finished(tmp_path: Path):
+    admin = dpkg_rig(tmp_path, audit=HALF_CONFIGURED)
+    # dpkg-query as dpkg knows the packages: half-configured until --configure -a ran
+    stand_in(tmp_path / "bin", "dpkg-query", f"""admin=${{1#--admindir=}}
+state=$([ -e "$admin/ran" ] && echo hi || echo hF)
+printf 'nvidia-driver-550\\t550.54-1\\t%s \\nnvidia-driver-535\\t535.1-1\\trc \\n' "$state"
+exit 1  # a pattern matched nothing
+""")  # fmt: skip
+    r = run_module(tmp_path, "rig_dpkg_recover",
+                   {"admindir": str(admin), "query": ["nvidia-driver-*", "cuda-toolkit-12-4"]},
+                   stand_ins=tmp_path / "bin")  # fmt: skip
+    assert r["packages"] == [
+        {"name": "nvidia-driver-550", "version": "550.54-1", "status": "hi"},
+        {"name": "nvidia-driver-535", "version": "535.1-1", "status": "rc"},
+    ], r
+
+
 def test_check_mode_says_it_would_run_and_runs_nothing(tmp_path: Path):
     admin = dpkg_rig(tmp_path, audit=HALF_CONFIGURED)
     r = recover(tmp_path, admin, check=True)
