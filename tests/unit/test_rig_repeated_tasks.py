@@ -67,7 +67,7 @@ def test_a_journal_left_by_a_killed_dpkg_is_replayed(tmp_path: Path):
 def test_the_packages_asked_for_are_read_after_dpkg_finished(tmp_path: Path):
     admin = dpkg_rig(tmp_path, audit=HALF_CONFIGURED)
     # dpkg-query as dpkg knows the packages: half-configured until --configure -a ran
-    stand_in(tmp_path / "bin", "dpkg-query", f"""admin=${{1#--admindir=}}
+    stand_in(tmp_path / "bin", "dpkg-query", """admin=${1#--admindir=}
 state=$([ -e "$admin/ran" ] && echo hi || echo hF)
 printf 'nvidia-driver-550\\t550.54-1\\t%s \\nnvidia-driver-535\\t535.1-1\\trc \\n' "$state"
 exit 1  # a pattern matched nothing
