@@ -14,7 +14,17 @@ short_description: Find a rig's miners (by program name and GPU use) and the uni
 description:
   - Read-only. The rig's miners by program name and GPU use (the definition preflight's probe and the snapshot share), each mapped to the systemd unit that runs it, and the cron lines that start one at boot.
 author: rigpivot maintainers
-options: {}
+options:
+  units:
+    description: Units to look for (the drain's HiveOS units); those systemd knows are returned in C(units_present).
+    type: list
+    elements: str
+    default: []
+  paths:
+    description: Paths to look for (HiveOS's rig.conf); those that exist are returned in C(paths_present).
+    type: list
+    elements: path
+    default: []
 """
 
 RETURN = r"""
@@ -25,7 +35,11 @@ shared: {description: Units that host a miner but are never stopped (ssh, cron),
 ignored: {description: GPU processes of never-miner units (USB watchdog, rigpivot's engine), type: list}
 nvidia_smi: {description: ok, or why nvidia-smi could not list compute apps, type: str}
 cron: {description: "@reboot lines of the cron tables that start a miner ({path, line})", type: list}
+units_present: {description: The units of C(units) systemd knows (a unit file, masked or not), type: list}
+paths_present: {description: The paths of C(paths) that exist, type: list}
 """
+
+import os
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -42,13 +56,25 @@ except ImportError:
 
 
 def main():
-    module = AnsibleModule(argument_spec={}, supports_check_mode=True)
+    module = AnsibleModule(
+        argument_spec=dict(
+            units=dict(type="list", elements="str", default=[]),
+            paths=dict(type="list", elements="path", default=[]),
+        ),
+        supports_check_mode=True,
+    )
     found = find_miners()
     found["units"] = [
         {"unit": u, "file_state": unit_show(u, ["UnitFileState"]).get("UnitFileState", "")}
         for u in found["units"]
     ]
     found["cron"] = miner_cron_lines()
+    found["units_present"] = [
+        u
+        for u in module.params["units"]
+        if unit_show(u, ["LoadState"]).get("LoadState", "not-found") != "not-found"
+    ]
+    found["paths_present"] = [p for p in module.params["paths"] if os.path.lexists(p)]
     module.exit_json(changed=False, **found)
 
 

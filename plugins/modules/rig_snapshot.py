@@ -37,6 +37,12 @@ options:
     type: str
     default: ""
     description: The id of the snapshot the conversion in progress took; reused when whole.
+  record:
+    type: path
+    default: ""
+    description: >-
+      The pivot record: without C(reuse), a rig part-way through a conversion (its state not
+      mining) reuses the snapshot the record names.
 """
 
 import datetime
@@ -55,7 +61,9 @@ from ansible.module_utils.basic import AnsibleModule
 # repository) first; an installed collection (rigpivot.farm) when that is not there.
 try:
     from ansible.module_utils.rigpivot_rig import (
+        DamagedRecord,
         exec_paths,
+        load_record,
         miner_stats,
         owner_names,
         sha256,
@@ -66,7 +74,9 @@ try:
     )
 except ImportError:
     from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
+        DamagedRecord,
         exec_paths,
+        load_record,
         miner_stats,
         owner_names,
         sha256,
@@ -124,7 +134,7 @@ def mining_measured(miners):
     back for a rig that now serves AI (rig_facts: pivot.mining_measured)."""
     draw = smi_power_draw() if shutil.which("nvidia-smi") else {}
     return {
-        "taken": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "taken": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "power_draw_w": draw,
         "miner_stats": miner_stats([m for m in miners if m.get("name") and m.get("pid")]),
     }
@@ -243,10 +253,18 @@ def main():
             platform=dict(type="str", default="none"),
             miners=dict(type="list", elements="dict", default=[]),
             reuse=dict(type="str", default=""),
+            record=dict(type="path", default=""),
         ),
         supports_check_mode=True,
     )
     p = module.params
+    if not p["reuse"] and p["record"]:
+        try:
+            record = load_record(p["record"])
+        except DamagedRecord as e:
+            module.fail_json(msg=str(e))
+        if record.get("state", "mining") != "mining":
+            p["reuse"] = (record.get("facts") or {}).get("snapshot_id") or ""
     latest = os.path.join(p["root"], "latest")
     manifest_path = os.path.join(p["root"], p["reuse"], "manifest.json") if p["reuse"] else ""
     if manifest_path and os.path.isfile(manifest_path):
@@ -259,7 +277,7 @@ def main():
             manifest=manifest,
         )
     units = sorted(set(p["units"]) | {m["unit"] for m in p["miners"] if m.get("unit")})
-    snap_id = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    snap_id = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     if os.path.lexists(os.path.join(p["root"], snap_id)):  # two conversions in one second
         snap_id += "-%d" % os.getpid()
     if module.check_mode:

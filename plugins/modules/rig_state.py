@@ -34,6 +34,12 @@ options:
     description: Facts to merge into the record (snapshot id, versions, reason...).
     type: dict
     default: {}
+  add_to_facts:
+    description: >-
+      Lists to add to the record's facts of the same name, keeping what earlier runs recorded
+      there (a sorted union: the units every drain of this conversion stopped).
+    type: dict
+    default: {}
   force:
     description: Allow moving to an earlier state (rollback, quarantine).
     type: bool
@@ -151,6 +157,8 @@ def update(before, p, check_mode):
         after["state"], after["step"], moved = wanted, p["step"], True
     merged = dict(before.get("facts") or {})
     merged.update(p["facts"])
+    for key, values in p["add_to_facts"].items():
+        merged[key] = sorted(set(merged.get(key) or []) | set(values))
     ledger = list(before.get("created") or [])
     ledger += [c for c in p["created"] if c not in ledger and not os.path.lexists(c)]
     pkg_ledger = list(before.get("created_packages") or [])
@@ -198,6 +206,7 @@ def main():
             state=dict(type="str", required=False, choices=[*ORDER, "quarantined", "restoring"]),
             step=dict(type="str", required=True),
             facts=dict(type="dict", default={}),
+            add_to_facts=dict(type="dict", default={}),
             force=dict(type="bool", default=False),
             created=dict(type="list", elements="str", default=[]),
             installing=dict(type="list", elements="str", default=[]),

@@ -99,3 +99,10 @@ def test_a_file_owned_by_a_missing_user_is_refused_naming_it(tmp_path: Path):
     # in check mode an earlier task would have made the user: a change, not a failure
     checked = run_module(tmp_path, "rig_files", args, check=True)
     assert checked["changed"] is True and not checked.get("failed"), checked
+
+
+def test_other_paths_the_step_makes_join_the_ledger_with_its_files(tmp_path: Path):
+    key = tmp_path / "nvidia.gpg"  # get_url downloads it after this call
+    run_module(tmp_path, "rig_files", files_args(tmp_path, ledger=[str(key)]))
+    created = json.loads((tmp_path / "state.json").read_text())["created"]
+    assert created[-1] == str(key) and str(tmp_path / "stack") in created

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from types import ModuleType
@@ -72,3 +73,26 @@ def test_a_card_without_a_power_limit_is_recorded_as_unknown(tmp_path: Path, mon
         {"index": 0, "limit_w": None, "persistence": False},
         {"index": 1, "limit_w": 170.0, "persistence": True},
     ]
+
+
+def test_a_conversion_in_progress_reuses_the_snapshot_its_record_names(tmp_path: Path):
+    from tests.unit.rig_modules import run_module
+
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "rig.conf").write_text("WORKER=rig07\n")
+    record = tmp_path / "state.json"
+    args = {"root": str(tmp_path / "snaps"), "dirs": [str(tmp_path / "etc")],
+            "record": str(record)}  # fmt: skip
+    first = run_module(tmp_path, "rig_snapshot", args)
+    assert first["changed"] is True, first
+    # the drain ran, then the run was cut short: the next run resumes with the same snapshot
+    record.write_text(
+        json.dumps({"state": "drained", "facts": {"snapshot_id": first["snapshot_id"]}})
+    )
+    (tmp_path / "etc" / "rig.conf").write_text("MAINTENANCE=1\n")
+    resumed = run_module(tmp_path, "rig_snapshot", args)
+    assert resumed["changed"] is False and resumed["snapshot_id"] == first["snapshot_id"]
+    # a damaged record is named, not read as "mining" (a new snapshot of a drained rig)
+    record.write_text("{not json")
+    damaged = run_module(tmp_path, "rig_snapshot", args)
+    assert damaged.get("failed") is True and "not valid JSON" in str(damaged["msg"]), damaged

@@ -69,3 +69,13 @@ def test_the_ledger_keeps_the_users_a_step_is_about_to_create_not_those_the_rig_
     assert r["changed"] and r["record"]["created_users"] == ["rigpivot-nobody-here"], r
     r = rig_state(record, state="mining", force=True, retire=True)
     assert json.loads(record.read_text())["created_users"] == []
+
+
+def test_lists_added_to_the_facts_keep_what_an_earlier_run_recorded(tmp_path: Path):
+    record = tmp_path / "state.json"
+    rig_state(record, state="drained", add_to_facts={"drained_units": ["lolminer.service"]})
+    # a resumed drain found only what was still running: the first drain's units stay listed
+    r = rig_state(record, state="drained", add_to_facts={"drained_units": ["t-rex.service"]})
+    assert r["record"]["facts"]["drained_units"] == ["lolminer.service", "t-rex.service"]
+    again = rig_state(record, state="drained", add_to_facts={"drained_units": ["t-rex.service"]})
+    assert not again["changed"]
