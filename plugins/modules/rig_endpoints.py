@@ -17,6 +17,7 @@ options:
   host: {description: Where the endpoints listen, seen from the rig, type: str, default: 127.0.0.1}
   ports: {description: The endpoints' ports, type: list, elements: int, required: true}
   api_key: {description: The bearer key the endpoints require (empty for none), type: str, default: "", no_log: true}
+  api_key_file: {description: "Where the rig keeps its key: read (on the rig) when C(api_key) is empty", type: path, default: ""}
   prompt: {description: The completion's prompt, type: str, default: The rig is}
   max_tokens: {description: The completion's length, type: int, default: 8}
   timeout: {description: Seconds each request may take, type: float, default: 60}
@@ -64,6 +65,7 @@ def main():
             "host": {"type": "str", "default": "127.0.0.1"},
             "ports": {"type": "list", "elements": "int", "required": True},
             "api_key": {"type": "str", "default": "", "no_log": True},
+            "api_key_file": {"type": "path", "default": ""},
             "prompt": {"type": "str", "default": "The rig is"},
             "max_tokens": {"type": "int", "default": 8},
             "timeout": {"type": "float", "default": 60},
@@ -71,7 +73,16 @@ def main():
         supports_check_mode=True,
     )
     p = module.params
-    headers = {"Authorization": "Bearer " + p["api_key"]} if p["api_key"] else {}
+    key = p["api_key"]
+    if not key and p["api_key_file"]:
+        try:
+            with open(p["api_key_file"]) as f:
+                key = f.read().strip()
+        except OSError:
+            key = ""  # no key kept: the endpoints are asked without one
+        if key:
+            module.no_log_values.add(key)
+    headers = {"Authorization": "Bearer " + key} if key else {}
     results = []
     for port in p["ports"]:
         base = "http://%s:%d/v1" % (p["host"], port)

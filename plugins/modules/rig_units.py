@@ -36,6 +36,10 @@ options:
     type: bool
     default: false
     description: Leave out units this rig does not have, instead of failing.
+  daemon_reload:
+    type: bool
+    default: false
+    description: Reload systemd's units first (a unit file changed), as systemd_service's C(daemon_reload).
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -110,6 +114,7 @@ def main():
             enabled=dict(type="bool"),
             state=dict(type="str", choices=list(STATES)),
             skip_missing=dict(type="bool", default=False),
+            daemon_reload=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -120,6 +125,14 @@ def main():
     if bad:
         module.fail_json(msg="rig_units: " + "; ".join(bad))
     changed, failed = [], []
+    if p["daemon_reload"]:
+        changed.append({"unit": "", "actions": ["daemon-reload"]})
+        if not module.check_mode:
+            rc, out, err = run(["systemctl", "daemon-reload"], timeout=300)
+            if rc != 0:
+                module.fail_json(
+                    msg="systemctl daemon-reload exited %d: %s" % (rc, (err or out).strip())
+                )
     for want in units:
         name = want["name"]
         now = show(name)

@@ -98,3 +98,17 @@ def test_a_wrong_key_is_a_401_and_check_mode_still_asks(tmp_path, endpoints):
     r = ask(tmp_path, [endpoints["good"]], key="not-the-key", check=True)
     (e,) = r["endpoints"]
     assert e["models"]["status"] == 401 and e["completion"]["status"] == -2
+
+
+def test_the_rig_s_own_key_is_read_on_the_rig_and_never_echoed(tmp_path, endpoints):
+    kept = tmp_path / "api-key"
+    kept.write_text(KEY + "\n")
+    r = run_module(tmp_path, "rig_endpoints",
+                   {"ports": [endpoints["good"]], "api_key_file": str(kept), "max_tokens": 4, "timeout": 5})  # fmt: skip
+    (e,) = r["endpoints"]
+    assert e["models"]["status"] == 200 and e["completion"]["status"] == 200, r
+    assert KEY not in json.dumps(r)
+    # no key kept: asked without one, and refused
+    r = run_module(tmp_path, "rig_endpoints",
+                   {"ports": [endpoints["good"]], "api_key_file": str(tmp_path / "none"), "timeout": 5})  # fmt: skip
+    assert r["endpoints"][0]["models"]["status"] == 401, r

@@ -22,6 +22,8 @@ if verb == "show":
     print("UnitFileState=%s" % (u["file"] if u else ""))
     sys.exit(0)
 open(path + ".log", "a").write("%s %s\\n" % (verb, name))
+if verb == "daemon-reload":
+    sys.exit(0)
 u = units[name]
 if u.get("refuse") == verb:
     sys.stderr.write("Job for %s failed.\\n" % name)
@@ -134,3 +136,14 @@ def test_a_linked_unit_file_is_not_enabled_yet(tmp_path: Path):
     result = run_module(tmp_path, "rig_units", {"names": ["hive-miner.service"], "enabled": True},
                         stand_ins=bin_dir)  # fmt: skip
     assert result["units"] == [{"unit": "hive-miner.service", "actions": ["enable"]}]
+
+
+def test_a_daemon_reload_comes_before_any_unit_is_acted_on(tmp_path: Path):
+    _, bin_dir = rig(tmp_path, {"rigpivot-inference@0.service": unit()})
+    args = {"names": ["rigpivot-inference@0.service"], "enabled": True, "state": "restarted",
+            "daemon_reload": True}  # fmt: skip
+    result = run_module(tmp_path, "rig_units", args, stand_ins=bin_dir)
+    assert (tmp_path / "units.json.log").read_text().splitlines() == [
+        "daemon-reload daemon-reload", "enable rigpivot-inference@0.service",
+        "restart rigpivot-inference@0.service",
+    ], result  # fmt: skip
