@@ -40,7 +40,7 @@ def test_the_artifact_is_the_collection_and_nothing_of_the_controller(built: Pat
     for playbook in ("convert", "rollback", "status", "lease", "preflight"):
         assert f"playbooks/{playbook}.yml" in names
     actions = {p.name for p in (REPO / "plugins" / "action").glob("*.py")}
-    assert {"farm_plan.py", "private_fetch.py"} <= actions
+    assert {"farm_plan.py", "private_fetch.py", "role_arguments.py"} <= actions
     assert {f"plugins/action/{a}" for a in actions} <= names
     roles = {p.name for p in (REPO / "roles").iterdir() if (p / "tasks" / "main.yml").is_file()}
     assert {f"roles/{r}/tasks/main.yml" for r in roles} <= names
