@@ -34,7 +34,11 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         result: dict[str, Any] = dict(super().run(tmp, task_vars))
         names = self._task.args.get("roles") or []
         play = _play_of(self._task)
-        roles = {role.get_name(): role for role in (play.roles if play is not None else [])}
+        roles: dict[str, Any] = {}
+        for role in play.roles if play is not None else []:
+            # by its name in the play (rigpivot.farm.cuda in the collection), and its own (cuda)
+            roles[role.get_name()] = role
+            roles.setdefault(role.get_name(include_role_fqcn=False), role)
         missing = [n for n in names if n not in roles]
         if missing:
             raise AnsibleActionFail(

@@ -147,7 +147,12 @@ def test_every_role_run_again_with_the_plan_given_changes_nothing(rack, plays, c
     assert proc.returncode == 0, proc.stdout[-4000:]
     assert "Probe the rig and judge it" in proc.stdout  # skipped, not absent
     counts = recap(proc, "rig01")
-    assert counts["changed"] == 0 and counts["ok"] > 100, proc.stdout[-6000:]
+    assert counts["changed"] == 0, proc.stdout[-6000:]
+    # every role ran its tasks (not skipped them all)
+    assert roles_that_ran(proc.stdout, "rig01") == {
+        "mining_snapshot", "mining_drain", "nvidia_driver", "cuda", "net_hardening",
+        "inference_server", "power_profile", "validate",
+    }, proc.stdout[-6000:]  # fmt: skip
     assert record(rack, "rig01")["state"] == "ai"
 
 
@@ -199,6 +204,17 @@ def ran_tasks(job: Job, host: str, changed: bool = False) -> list[str]:
         and e["event_data"].get("host") == host
         and (not changed or e["event_data"].get("res", {}).get("changed"))
     ]
+
+
+def roles_that_ran(stdout: str, host: str) -> set[str]:
+    """The roles with a task that ran (ok or changed) on `host`, from ansible-playbook's output."""
+    ran, role = set(), ""
+    for line in stdout.splitlines():
+        if header := re.match(r"^(?:TASK|RUNNING HANDLER) \[(?:([^\]]+?) : )?.*\] \**$", line):
+            role = (header.group(1) or "").split(".")[-1]  # rigpivot.farm.cuda: cuda
+        elif role and re.match(rf"(ok|changed): \[{host}( -> [^\]]+)?\]", line):
+            ran.add(role)
+    return ran
 
 
 def changed_in(stdout: str, host: str) -> list[str]:

@@ -17,9 +17,14 @@ SPEC = {"argument_specs": {"main": {"options": {
 }}}}  # fmt: skip
 
 
-def play(tmp_path: Path, extra: dict[str, object]) -> subprocess.CompletedProcess[str]:
+def play(
+    tmp_path: Path, extra: dict[str, object], collection: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """The play importing two roles, from a roles path, or as a playbook of a collection
+    (ns.farm) whose roles it imports by their short names."""
+    base = tmp_path / "ansible_collections" / "ns" / "farm" if collection else tmp_path
     for name in ("power", "serve"):
-        role = tmp_path / "roles" / name
+        role = base / "roles" / name
         (role / "meta").mkdir(parents=True, exist_ok=True)
         (role / "meta" / "argument_specs.yml").write_text(json.dumps(SPEC))
         (role / "defaults").mkdir(exist_ok=True)
@@ -32,15 +37,20 @@ def play(tmp_path: Path, extra: dict[str, object]) -> subprocess.CompletedProces
         {"ansible.builtin.import_role": {"name": n, "rolespec_validate": False}}
         for n in ("power", "serve")
     ]
-    (tmp_path / "play.yml").write_text(
+    (base / "playbooks").mkdir(parents=True, exist_ok=True)
+    (base / "playbooks" / "play.yml").write_text(
         json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": tasks}])
     )
+    if collection:
+        (base / "galaxy.yml").write_text("namespace: ns\nname: farm\nversion: 1.0.0\n")
     env = dict(os.environ, ANSIBLE_ACTION_PLUGINS=str(REPO / "plugins" / "action"),
                ANSIBLE_ROLES_PATH=str(tmp_path / "roles"), ANSIBLE_LOCALHOST_WARNING="False",
+               ANSIBLE_COLLECTIONS_PATH=str(tmp_path),
                ANSIBLE_INVENTORY_UNPARSED_WARNING="False")  # fmt: skip
     return subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-c", "local", "-i", "localhost,",
-         "-e", json.dumps(extra), str(tmp_path / "play.yml")],
+         "-e", json.dumps(extra),
+         "ns.farm.play" if collection else str(base / "playbooks" / "play.yml")],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
 
@@ -58,3 +68,11 @@ def test_arguments_that_pass_let_the_roles_run(tmp_path: Path):
     proc = play(tmp_path, {"power_limit_percent": 70})
     assert proc.returncode == 0, proc.stdout
     assert "power ran" in proc.stdout and "serve ran" in proc.stdout
+
+
+def test_a_collection_s_playbook_names_its_roles_as_the_roles_path_does(tmp_path: Path):
+    proc = play(tmp_path, {"power_limit_percent": 70}, collection=True)
+    assert proc.returncode == 0, proc.stdout
+    assert "power ran" in proc.stdout and "serve ran" in proc.stdout
+    bad = play(tmp_path, {"power_limit_percent": "lots"}, collection=True)
+    assert "power: argument 'power_limit_percent' is of type str" in bad.stdout, bad.stdout
