@@ -153,7 +153,7 @@ def _octal(entries):
 
 
 def plan(directories, files, prune, check_mode):
-    """What differs: (folders to set, (file, new bytes) to write, paths to prune)."""
+    """What differs: (folders to set, (file, new bytes, bytes now) to write, paths to prune)."""
     dirs = [d for d in directories
             if not os.path.isdir(d["path"]) or _attrs_differ(d["path"], d, check_mode)]  # fmt: skip
     writes = []
@@ -163,8 +163,9 @@ def plan(directories, files, prune, check_mode):
             os.path.lexists(f["path"]) and not os.path.isfile(f["path"])
         ):
             raise Refused("%s exists and is not a regular file" % f["path"])
-        if _read(f["path"]) != data or _attrs_differ(f["path"], f, check_mode):
-            writes.append((f, data))
+        now = _read(f["path"])
+        if now != data or _attrs_differ(f["path"], f, check_mode):
+            writes.append((f, data, now))
     pruned = []
     for p in prune:
         try:
@@ -220,22 +221,21 @@ def main():
         )
     except (Refused, OSError, ValueError) as e:
         module.fail_json(msg=str(e))
-    wanted = [d["path"] for d in dirs] + [f["path"] for f, _ in writes]
+    wanted = [d["path"] for d in dirs] + [f["path"] for f, _, _ in writes]
     created = [path for path in wanted if not os.path.lexists(path)]
-    diffs = []
-    for f, data in writes:
-        if f["secret"] is None:
-            before = _read(f["path"])
-            diffs.append({"before_header": f["path"], "after_header": f["path"],
-                          "before": "" if before is None else _text(before),
-                          "after": _text(data)})  # fmt: skip
+    diffs = [
+        {"before_header": f["path"], "after_header": f["path"],
+         "before": "" if before is None else _text(before), "after": _text(data)}
+        for f, data, before in writes
+        if module._diff and f["secret"] is None
+    ]  # fmt: skip
     if not module.check_mode:
         try:
             if p["step"]:
                 record_created(created + p["ledger"], p["record"])
             for d in dirs:
                 put_directory(d)
-            for f, data in writes:
+            for f, data, _ in writes:
                 put_file(module, f, data)
             for path in pruned:
                 os.unlink(path)
@@ -243,7 +243,7 @@ def main():
             module.fail_json(msg=str(e), created=created)
     result = dict(changed=bool(wanted or pruned), changed_paths=wanted, created=created,
                   pruned=pruned)  # fmt: skip
-    if module._diff and diffs:
+    if diffs:
         result["diff"] = diffs
     module.exit_json(**result)
 
