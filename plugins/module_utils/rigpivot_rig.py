@@ -107,6 +107,45 @@ def unit_show(unit, props, retries=3):
     return {}
 
 
+# What systemd_service counts as enabled: `systemctl is-enabled` exits 0 (systemctl(1): not for
+# linked, masked or disabled units), less enabled-runtime, indirect and alias, which it
+# enables anyway. HiveOS links its units into /etc/systemd/system: linked until enabled.
+ENABLED_STATES = ("enabled", "static", "generated", "transient")
+
+
+def unit_state(unit):
+    """LoadState, ActiveState and UnitFileState of a unit ('' where systemctl says nothing)."""
+    props = ("LoadState", "ActiveState", "UnitFileState")
+    found = unit_show(unit, props)
+    return {p: found.get(p, "") for p in props}
+
+
+def unit_actions(want, now):
+    """The systemctl verbs that bring a unit from `now` (unit_state) to `want` (any of
+    masked, enabled: bools; state: started, stopped or restarted), in the order
+    ansible.builtin.systemd_service applies them."""
+    todo = []
+    masked = now["UnitFileState"].startswith("masked") or now["LoadState"] == "masked"
+    if want.get("masked") is True and not masked:
+        todo.append("mask")
+    elif want.get("masked") is False and masked:
+        todo.append("unmask")
+    if want.get("enabled") is not None:
+        enabled = now["UnitFileState"] in ENABLED_STATES
+        if want["enabled"] and not enabled:
+            todo.append("enable")
+        elif not want["enabled"] and enabled:
+            todo.append("disable")
+    state, active = want.get("state"), now["ActiveState"]
+    if state == "started" and active not in ("active", "activating", "reloading"):
+        todo.append("start")
+    elif state == "stopped" and active in ("active", "activating", "deactivating", "reloading"):
+        todo.append("stop")
+    elif state == "restarted":
+        todo.append("restart")
+    return todo
+
+
 def exec_paths(exec_start):
     """The programs an ExecStart property runs (`{ path=/opt/x ; argv[]=... }`)."""
     return [t[5:].rstrip(";") for t in exec_start.split() if t.startswith("path=")]

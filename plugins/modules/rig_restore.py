@@ -23,6 +23,10 @@ options:
   snapshot_dir: {type: path, required: true, description: The snapshot (manifest.json and files/).}
   state: {type: str, default: restored, choices: [restored, verified], description: Restore or check.}
   exclude: {type: list, elements: path, default: [], description: Manifest paths left alone here.}
+  only:
+    type: list
+    elements: path
+    description: When given, only these of the manifest's paths are restored (the others are left alone).
   remove: {type: list, elements: path, default: [], description: Paths to remove (files or folders).}
   diff_paths:
     type: list
@@ -130,8 +134,9 @@ def remove(path):
 def restore(module, manifest, files_dir):
     p = module.params
     restored, removed, diffs = [], [], []
+    only = None if p["only"] is None else set(p["only"])
     for path, entry in sorted(manifest["files"].items()):
-        if path in p["exclude"]:
+        if path in p["exclude"] or (only is not None and path not in only):
             continue
         if "link" in entry:
             if link_differs(path, entry):
@@ -185,6 +190,7 @@ def main():
             snapshot_dir=dict(type="path", required=True),
             state=dict(type="str", default="restored", choices=["restored", "verified"]),
             exclude=dict(type="list", elements="path", default=[]),
+            only=dict(type="list", elements="path"),
             remove=dict(type="list", elements="path", default=[]),
             diff_paths=dict(type="list", elements="str", default=["/etc/ssh/"]),
         ),

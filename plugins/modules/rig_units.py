@@ -40,6 +40,13 @@ options:
     type: bool
     default: false
     description: Reload systemd's units first (a unit file changed), as systemd_service's C(daemon_reload).
+  query:
+    type: list
+    elements: str
+    default: []
+    description:
+      - Units to report on after the changes, in C(now) (read-only when nothing else is asked).
+      - C(now.units) maps each to C(active) (bool), C(active_state), C(enabled) (its UnitFileState) and C(loaded); C(now.masked) lists every masked unit file.
 """
 
 from ansible.module_utils.basic import AnsibleModule
@@ -47,50 +54,34 @@ from ansible.module_utils.basic import AnsibleModule
 # The library path (ansible.cfg `library`/`module_utils`: the CLI, the roles run from the
 # repository) first; an installed collection (rigpivot.farm) when that is not there.
 try:
-    from ansible.module_utils.rigpivot_rig import run, unit_show
+    from ansible.module_utils.rigpivot_rig import run, unit_actions, unit_state
 except ImportError:
     from ansible_collections.rigpivot.farm.plugins.module_utils.rigpivot_rig import (
         run,
-        unit_show,
+        unit_actions,
+        unit_state,
     )
 
-# What systemd_service counts as enabled: `systemctl is-enabled` exits 0 (systemctl(1): not for
-# linked, masked or disabled units), less enabled-runtime, indirect and alias, which it
-# enables anyway. HiveOS links its units into /etc/systemd/system: linked until enabled.
-ENABLED_STATES = ("enabled", "static", "generated", "transient")
 STATES = ("started", "stopped", "restarted")
 KEYS = {"name", "masked", "enabled", "state"}
 
 
-def show(unit):
-    """LoadState, ActiveState and UnitFileState of a unit ('' where systemctl says nothing)."""
-    props = ("LoadState", "ActiveState", "UnitFileState")
-    found = unit_show(unit, props)
-    return {p: found.get(p, "") for p in props}
-
-
-def actions(want, now):
-    """The systemctl verbs that bring a unit from `now` to `want`, in systemd_service's order."""
-    todo = []
-    masked = now["UnitFileState"].startswith("masked") or now["LoadState"] == "masked"
-    if want.get("masked") is True and not masked:
-        todo.append("mask")
-    elif want.get("masked") is False and masked:
-        todo.append("unmask")
-    if want.get("enabled") is not None:
-        enabled = now["UnitFileState"] in ENABLED_STATES
-        if want["enabled"] and not enabled:
-            todo.append("enable")
-        elif not want["enabled"] and enabled:
-            todo.append("disable")
-    state, active = want.get("state"), now["ActiveState"]
-    if state == "started" and active not in ("active", "activating", "reloading"):
-        todo.append("start")
-    elif state == "stopped" and active in ("active", "activating", "deactivating", "reloading"):
-        todo.append("stop")
-    elif state == "restarted":
-        todo.append("restart")
-    return todo
+def report(units):
+    """The units' state now, and every masked unit file (what mining_restore compares with
+    its snapshot)."""
+    states = {}
+    for name in units:
+        now = unit_state(name)
+        states[name] = {
+            "active": now["ActiveState"] in ("active", "reloading", "activating"),
+            "active_state": now["ActiveState"],
+            "enabled": now["UnitFileState"],
+            "loaded": now["LoadState"],
+        }
+    _, out, _ = run(["systemctl", "list-unit-files", "--state=masked", "--no-legend",
+                      "--no-pager", "--full"])  # fmt: skip
+    masked = sorted(line.split()[0] for line in out.splitlines() if line.split())
+    return {"units": states, "masked": masked}
 
 
 def check_wants(units):
@@ -115,6 +106,7 @@ def main():
             state=dict(type="str", choices=list(STATES)),
             skip_missing=dict(type="bool", default=False),
             daemon_reload=dict(type="bool", default=False),
+            query=dict(type="list", elements="str", default=[]),
         ),
         supports_check_mode=True,
     )
@@ -135,12 +127,12 @@ def main():
                 )
     for want in units:
         name = want["name"]
-        now = show(name)
+        now = unit_state(name)
         if now["LoadState"] in ("", "not-found") and want.get("masked") is not True:
             if not p["skip_missing"]:
                 failed.append("%s: no such unit on this rig" % name)
             continue
-        todo = actions(want, now)
+        todo = unit_actions(want, now)
         if todo:
             changed.append({"unit": name, "actions": todo})
         if module.check_mode:
@@ -152,6 +144,8 @@ def main():
                 failed.append("systemctl %s %s exited %d: %s" % (verb, name, rc, said))
                 break
     result = {"changed": bool(changed), "units": changed}
+    if p["query"]:
+        result["now"] = report(p["query"])
     if failed:
         module.fail_json(msg="; ".join(failed), **result)
     module.exit_json(**result)

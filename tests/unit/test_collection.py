@@ -34,7 +34,7 @@ def test_the_artifact_is_the_collection_and_nothing_of_the_controller(built: Pat
     names = {m.name for m in members}
     assert all(m.isfile() or m.isdir() for m in members)  # real files: no symlinks
     assert {f"plugins/modules/{m}.py" for m in MODULES} <= names
-    assert len(MODULES) == 12
+    assert len(MODULES) == 13
     assert "plugins/module_utils/rigpivot_rig.py" in names
     assert {"meta/runtime.yml", "README.md", "playbooks/tasks/lease.yml"} <= names
     for playbook in ("convert", "rollback", "status", "lease", "preflight"):

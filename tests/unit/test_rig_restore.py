@@ -121,3 +121,16 @@ def test_a_missing_snapshot_is_named(tmp_path: Path):
     result = run_module(tmp_path, "rig_restore", {"snapshot_dir": str(tmp_path / "nowhere")})
     assert result["failed"] is True
     assert f"cannot read the snapshot's manifest in {tmp_path / 'nowhere'}" in str(result["msg"])
+
+
+def test_only_the_paths_asked_for_are_put_back_and_none_when_none_is_asked(tmp_path: Path):
+    # mining_restore unmasks a unit by putting back the one file the mask replaced
+    etc, snap = snapshot(tmp_path)
+    convert(etc, tmp_path)
+    link = str(etc / "environment")
+    none = run_module(tmp_path, "rig_restore", {"snapshot_dir": str(snap), "only": []})
+    assert none["changed"] is False and none["restored"] == []
+    one = run_module(tmp_path, "rig_restore", {"snapshot_dir": str(snap), "only": [link]})
+    assert one["restored"] == [link]
+    assert os.readlink(link) == str(etc / "miner.sh")
+    assert not (etc / "wallet.conf").exists()  # not asked for: left as the conversion left it

@@ -21,6 +21,11 @@ if verb == "show":
     print("ActiveState=%s" % (u["active"] if u else "inactive"))
     print("UnitFileState=%s" % (u["file"] if u else ""))
     sys.exit(0)
+if verb == "list-unit-files":  # --state=masked
+    for n, u in sorted(units.items()):
+        if u["file"] == "masked":
+            print("%s masked enabled" % n)
+    sys.exit(0)
 open(path + ".log", "a").write("%s %s\\n" % (verb, name))
 if verb == "daemon-reload":
     sys.exit(0)
@@ -147,3 +152,30 @@ def test_a_daemon_reload_comes_before_any_unit_is_acted_on(tmp_path: Path):
         "daemon-reload daemon-reload", "enable rigpivot-inference@0.service",
         "restart rigpivot-inference@0.service",
     ], result  # fmt: skip
+
+
+def test_a_query_reports_the_units_and_every_mask_after_the_changes(tmp_path: Path):
+    _, bin_dir = rig(tmp_path, {
+        "hive-miner.service": unit("active", "enabled"),
+        "hello.service": unit(file="masked", load="masked"),
+        "autofan.service": unit("failed", "enabled"),
+    })  # fmt: skip
+    args = {"names": ["autofan.service"], "masked": True,
+            "query": ["hive-miner.service", "autofan.service", "gone.service"]}  # fmt: skip
+    result = run_module(tmp_path, "rig_units", args, stand_ins=bin_dir)
+    assert result["now"] == {
+        "units": {
+            "hive-miner.service": {"active": True, "active_state": "active", "enabled": "enabled",
+                                   "loaded": "loaded"},
+            "autofan.service": {"active": False, "active_state": "failed", "enabled": "masked",
+                                "loaded": "masked"},
+            "gone.service": {"active": False, "active_state": "inactive", "enabled": "",
+                             "loaded": "not-found"},
+        },
+        "masked": ["autofan.service", "hello.service"],
+    }  # fmt: skip
+    # a query alone changes nothing
+    alone = run_module(tmp_path, "rig_units", {"query": ["hello.service"]}, stand_ins=bin_dir)
+    assert (
+        alone["changed"] is False and alone["now"]["units"]["hello.service"]["loaded"] == "masked"
+    )

@@ -1,15 +1,20 @@
 #!/usr/bin/python3
-"""The egress endpoints of a mining rig, for net_hardening's firewall (runs on the rig).
+"""What net_hardening reads on the rig, in one run (read-only).
 
-Usage: mining_endpoints.py SNAPSHOT_DIR GLOBS BLOCKED ALLOWED   (each list comma-separated)
+Usage: hardening_reads.py SNAPSHOT_DIR GLOBS BLOCKED ALLOWED RECORD TABLE
+       (GLOBS, BLOCKED and ALLOWED comma-separated)
 
-Reads the mining configs (GLOBS: absolute shell globs such as /hive-config/wallet.conf) from
-the snapshot's files/ tree, or from the live system when there is no snapshot, and keeps
-every pool or API endpoint they name: URLs (stratum+tcp://pool:4444, http://api:8000/...) and
-bare host:port words. Those, plus BLOCKED, are resolved to addresses on the rig; so is ALLOWED.
+- The egress endpoints of the mining rig, for the firewall: reads the mining configs (GLOBS:
+  absolute shell globs such as /hive-config/wallet.conf) from the snapshot's files/ tree, or
+  from the live system when there is no snapshot, and keeps every pool or API endpoint they
+  name: URLs (stratum+tcp://pool:4444, http://api:8000/...) and bare host:port words. Those,
+  plus BLOCKED, are resolved to addresses on the rig; so is ALLOWED. The rig's DNS servers.
+- The ports sshd listens on (`sshd -T`), the inference ports the pivot record (RECORD) names,
+  and the live firewall's table TABLE (`nft list table inet TABLE`, "" when there is none).
 
-Prints JSON with host, port and addresses only: the configs hold wallets, rig passwords and
-farm hashes, and nothing of them but the endpoints' host and port leaves this script.
+Prints JSON with host, port and addresses only of what the configs hold: they hold wallets,
+rig passwords and farm hashes, and nothing of them but the endpoints' host and port leaves
+this script.
 """
 
 import glob
@@ -18,6 +23,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import sys
 
 DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443}
@@ -96,8 +102,32 @@ def resolvers(path="/etc/resolv.conf"):
     return {"addresses": sorted(set(found) - set(loopback)), "loopback": bool(loopback)}
 
 
+def output(argv):
+    """What a program prints, or "" when it fails or is missing."""
+    try:
+        p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                           universal_newlines=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return p.stdout if p.returncode == 0 else ""
+
+
+def sshd_ports():
+    return sorted({int(line.split()[1]) for line in output(["/usr/sbin/sshd", "-T"]).splitlines()
+                   if re.fullmatch(r"port \d+", line.strip())})  # fmt: skip
+
+
+def record_ports(path):
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        return list(record.get("facts", {}).get("inference_ports", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
 def main(argv):
-    snapshot, globs, blocked, allowed = (argv[1:] + [""] * 4)[:4]
+    snapshot, globs, blocked, allowed, record, table = (argv[1:] + [""] * 6)[:6]
     files_root = os.path.join(snapshot, "files")
     use_snapshot = bool(snapshot) and os.path.isdir(files_root)
     found = {}
@@ -132,6 +162,9 @@ def main(argv):
         + entries(configured_blocked, "net_hardening_blocked_egress"),
         "allowed": entries(configured_allowed, "net_hardening_allowed_egress"),
         "resolvers": resolvers(),
+        "sshd_ports": sshd_ports(),
+        "record_ports": record_ports(record) if record else [],
+        "live_table": output(["nft", "list", "table", "inet", table]) if table else "",
     }
     result["unresolved"] = sorted(
         {e["endpoint"] for e in result["blocked"] + result["allowed"] if not e["addresses"]}
