@@ -81,10 +81,12 @@ def template_slices(patterns):
 def unit_files(dirs, patterns):
     """Paths under `dirs` whose name matches a pattern (files, links, drop-in folders); a path
     inside a folder that is itself listed is left out (removed with it)."""
-    found = []
+    found, walked = [], set()
     for root in dirs:
-        if not os.path.isdir(root) or os.path.islink(root):
+        # /lib is /usr/lib on a merged-/usr system (Debian 12): each folder is read once
+        if not os.path.isdir(root) or os.path.realpath(root) in walked:
             continue
+        walked.add(os.path.realpath(root))
         for top, subdirs, files in os.walk(root):
             for name in sorted(subdirs + files):
                 if any(fnmatch.fnmatchcase(name, p) for p in patterns):

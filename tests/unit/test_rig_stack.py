@@ -6,6 +6,7 @@ the round trips run it on real rigs."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -183,9 +184,19 @@ def test_the_stack_goes_in_one_call_and_nothing_of_the_operators(tmp_path: Path)
 
 def test_check_mode_names_what_would_go_and_changes_nothing(tmp_path: Path):
     state, bins, args = rig(tmp_path)
+    # merged /usr: /lib is a link to /usr/lib, so /lib/systemd/system and
+    # /usr/lib/systemd/system are one folder (neither of them a link itself)
+    (tmp_path / "usr").symlink_to(tmp_path)
+    args["unit_dirs"] = [*args["unit_dirs"], str(tmp_path / "usr" / "lib-systemd")]  # type: ignore[misc]
     before = state.read_text()
     result = run_module(tmp_path, "rig_stack", args, check=True, stand_ins=bins)
     assert result["changed"] is True
+    removed = result["removed"]
+    assert isinstance(removed, list)
+    real = {
+        os.path.join(os.path.realpath(os.path.dirname(p)), os.path.basename(p)) for p in removed
+    }
+    assert len(real) == len(removed), removed
     assert str(tmp_path / "etc-systemd" / "rigpivot-power.service") in result["removed"]
     assert "userdel rigpivot-inference" in result["users"]
     assert log(tmp_path) == [] and state.read_text() == before
